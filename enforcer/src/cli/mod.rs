@@ -1,0 +1,100 @@
+//! Command-line interface: one file per command. Errors are printed as one clear line (with
+//! causes), never a backtrace, and map to meaningful exit codes.
+
+mod daemon;
+mod exec;
+mod revoke;
+mod status;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, DEFAULT_CONFIG_PATH};
+
+#[derive(Parser)]
+#[command(
+    name = "enforcer",
+    version,
+    about = "Host-level enforcer for Model Context Protocol traffic"
+)]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(long, global = true, env = "ENFORCER_CONFIG", default_value = DEFAULT_CONFIG_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon: attach (or adopt) the kernel programs and serve the proxy.
+    Daemon(daemon::Args),
+    /// Start a command as an agent instance, in its own cgroup under the agents root.
+    Exec(exec::Args),
+    /// Revoke an agent or an agent instance: refuse its connects and kill its live sockets.
+    Revoke(revoke::RevokeArgs),
+    /// Lift a revocation.
+    Reinstate(revoke::ReinstateArgs),
+    /// Show the kernel state: settings, map entries, counters, revocations.
+    Status(status::Args),
+}
+
+/// Exit codes the CLI uses.
+pub mod exit {
+    pub const FAILURE: u8 = 1;
+    pub const USAGE: u8 = 2;
+    pub const REFUSED: u8 = 3;
+}
+
+pub fn run() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli.config) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("enforcer: {e}");
+            return ExitCode::from(exit::USAGE);
+        }
+    };
+    let result = match cli.command {
+        Command::Daemon(args) => daemon::run(config, args),
+        Command::Exec(args) => exec::run(config, args),
+        Command::Revoke(args) => revoke::run(config, args),
+        Command::Reinstate(args) => revoke::reinstate(config, args),
+        Command::Status(args) => status::run(config, args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("enforcer: {}", error_chain(&e));
+            ExitCode::from(exit::FAILURE)
+        }
+    }
+}
+
+/// Who is running this command, for records: uid, user name, and the sudo user if any.
+pub fn invoker() -> (u32, String) {
+    let uid = nix::unistd::getuid().as_raw();
+    let mut name = crate::identity::user_name(uid);
+    if let Ok(sudo) = std::env::var("SUDO_USER") {
+        name = format!("{name} (sudo from {sudo})");
+    }
+    (uid, name)
+}
+
+pub fn now_rfc3339() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// One line with each cause once (our error types often embed their source already).
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}

@@ -1,0 +1,224 @@
+//! The daemon's configuration file (TOML). Unknown keys are errors, never silently ignored.
+
+use std::{
+    net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/enforcer/enforcer.toml";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("invalid config {path}: {field}: {message}")]
+    Invalid {
+        path: PathBuf,
+        field: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub paths: Paths,
+    pub agents: Agents,
+    pub proxy: Proxy,
+    pub network: Network,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Paths {
+    /// Persistent state: revocations, the local CA, the audit store.
+    pub state_dir: PathBuf,
+    /// Runtime files: the admin socket, the daemon's pid file.
+    pub runtime_dir: PathBuf,
+    /// bpffs directory for pinned programs, links and maps.
+    pub pin_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Agents {
+    /// cgroup v2 directory holding `<agent>/<instance>`. Empty: a subtree of the detected
+    /// cgroup2 mount (`enforcer-agents.slice` under systemd, `enforcer-agents` otherwise).
+    pub cgroup_root: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Proxy {
+    pub listen_v4: Ipv4Addr,
+    /// IPv6 listen address; `None` makes IPv6 connects go to the IPv4-mapped proxy address.
+    pub listen_v6: Option<Ipv6Addr>,
+    pub port: u16,
+    /// Upstream connect timeout, milliseconds.
+    pub connect_timeout_ms: u64,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Network {
+    /// Destinations agents reach without the proxy: "addr:port", or "addr" for any port.
+    pub allow: Vec<String>,
+    /// DNS resolvers agents may query over UDP port 53.
+    pub dns_resolvers: Vec<IpAddr>,
+}
+
+impl Default for Paths {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/enforcer"),
+            runtime_dir: PathBuf::from("/run/enforcer"),
+            pin_dir: PathBuf::from(enforcer_common::DEFAULT_PIN_DIR),
+        }
+    }
+}
+
+impl Default for Proxy {
+    fn default() -> Self {
+        Self {
+            listen_v4: Ipv4Addr::LOCALHOST,
+            listen_v6: Some(Ipv6Addr::LOCALHOST),
+            port: 15001,
+            connect_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// One allowlist entry: an address and a port (0 = any port).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowEntry {
+    pub ip: IpAddr,
+    pub port: u16,
+}
+
+impl Config {
+    /// Load `path`; a missing file at the default path means built-in defaults.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = match std::fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(e)
+                if e.kind() == std::io::ErrorKind::NotFound
+                    && path == Path::new(DEFAULT_CONFIG_PATH) =>
+            {
+                return Ok(Self::default());
+            }
+            Err(source) => {
+                return Err(ConfigError::Read {
+                    path: path.into(),
+                    source,
+                })
+            }
+        };
+        Self::parse(&text, path)
+    }
+
+    pub fn parse(text: &str, path: &Path) -> Result<Self, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: path.into(),
+            message: e.to_string(),
+        })?;
+        config.validate(path)?;
+        Ok(config)
+    }
+
+    fn validate(&self, path: &Path) -> Result<(), ConfigError> {
+        if self.proxy.port == 0 {
+            return Err(ConfigError::Invalid {
+                path: path.into(),
+                field: "proxy.port",
+                message: "must be a port number between 1 and 65535".into(),
+            });
+        }
+        self.allowlist().map_err(|message| ConfigError::Invalid {
+            path: path.into(),
+            field: "network.allow",
+            message,
+        })?;
+        Ok(())
+    }
+
+    pub fn allowlist(&self) -> Result<Vec<AllowEntry>, String> {
+        self.network
+            .allow
+            .iter()
+            .map(|s| {
+                if let Ok(sa) = s.parse::<SocketAddr>() {
+                    Ok(AllowEntry {
+                        ip: sa.ip(),
+                        port: sa.port(),
+                    })
+                } else if let Ok(ip) = s.parse::<IpAddr>() {
+                    Ok(AllowEntry { ip, port: 0 })
+                } else {
+                    Err(format!(
+                        "{s:?} is not \"addr\", \"addr:port\" or \"[v6]:port\""
+                    ))
+                }
+            })
+            .collect()
+    }
+
+    pub fn proxy_v4(&self) -> SocketAddr {
+        SocketAddr::new(self.proxy.listen_v4.into(), self.proxy.port)
+    }
+
+    pub fn proxy_v6(&self) -> Option<SocketAddr> {
+        self.proxy
+            .listen_v6
+            .map(|ip| SocketAddr::new(ip.into(), self.proxy.port))
+    }
+
+    pub fn revocations_path(&self) -> PathBuf {
+        self.paths.state_dir.join("revocations.json")
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.paths.runtime_dir.join("enforcer.pid")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_complete() {
+        let c = Config::parse("", Path::new("x.toml")).unwrap();
+        assert_eq!(c.proxy.port, 15001);
+        assert_eq!(c.paths.pin_dir, PathBuf::from("/sys/fs/bpf/enforcer"));
+    }
+
+    #[test]
+    fn unknown_keys_are_errors_with_a_line() {
+        let err = Config::parse("[proxy]\nport = 1\nprot = 2\n", Path::new("e.toml")).unwrap_err();
+        let msg = err.to_string();
+        assert!(msg.contains("e.toml"), "{msg}");
+        assert!(msg.contains("prot"), "{msg}");
+        assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn allowlist_parses_and_rejects() {
+        let c = Config::parse(
+            "[network]\nallow = [\"10.0.0.1:5432\", \"10.0.0.2\", \"[fd00::1]:80\"]\n",
+            Path::new("a.toml"),
+        )
+        .unwrap();
+        let a = c.allowlist().unwrap();
+        assert_eq!(a[0].port, 5432);
+        assert_eq!(a[1].port, 0);
+        assert_eq!(a[2].ip, "fd00::1".parse::<IpAddr>().unwrap());
+        assert!(Config::parse("[network]\nallow = [\"nope\"]\n", Path::new("b.toml")).is_err());
+    }
+}

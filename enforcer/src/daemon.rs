@@ -1,0 +1,215 @@
+//! The daemon: attach or adopt the kernel programs, point them at the proxy, apply the
+//! stored revocations, and serve until told to stop. Stopping leaves enforcement pinned:
+//! agents then find the proxy port closed (fail closed).
+
+use std::{path::Path, sync::Arc, time::Duration};
+
+use anyhow::Context as _;
+use enforcer_common::{AddrKey, Settings};
+use tokio::{io::unix::AsyncFd, net::TcpListener};
+use tracing::{info, warn};
+
+use crate::{
+    cgroups::AgentsTree,
+    config::Config,
+    identity::Resolver,
+    kernel::{self, addr, kill::netns_cookie, Attachment, KernelMaps},
+    proxy::{self, FlowTable, LegRegistry, ProxyContext},
+    revocation::{self, RevocationStore},
+};
+
+pub fn run(config: Config) -> anyhow::Result<()> {
+    init_tracing();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(serve(config))
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ENFORCER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // aya-log speaks the `log` facade; tracing-subscriber's init bridges it into tracing.
+    // ENFORCER_LOG_FORMAT=json gives one JSON object per line with the span's fields
+    // (agent, instance, user, destination) beside each event, for journald and tests.
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
+    let _ = if std::env::var("ENFORCER_LOG_FORMAT").is_ok_and(|f| f == "json") {
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(false)
+            .try_init()
+    } else {
+        builder.try_init()
+    };
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let tree = AgentsTree::new(config.agents.cgroup_root.as_deref())?;
+    refuse_if_inside(tree.root())?;
+    tree.ensure_root()
+        .context("creating the agents root cgroup")?;
+
+    // Listen first, so the kernel never points agents at a port nobody serves.
+    let mut listeners = vec![bind(config.proxy_v4()).await?];
+    if let Some(v6) = config.proxy_v6() {
+        listeners.push(bind(v6).await?);
+    }
+    let own_netns = netns_cookie(&listeners[0]).context("reading the proxy's netns cookie")?;
+
+    let (attachment, logger) = kernel::load_or_adopt(&config.paths.pin_dir, tree.root())?;
+    let mut maps = KernelMaps::open(&config.paths.pin_dir)?;
+    let previous = maps.settings();
+    if attachment == Attachment::Adopted && previous.object_hash != kernel::object_hash() {
+        warn!(
+            "the pinned programs come from another build of the enforcer; they stay in force \
+               (run `enforcer daemon --cleanup` in a maintenance window to replace them)"
+        );
+    }
+    maps.set_settings(Settings {
+        proxy_ip4: addr::v4_word(config.proxy.listen_v4),
+        proxy_ip6: config
+            .proxy
+            .listen_v6
+            .map(addr::v6_words)
+            .unwrap_or_default(),
+        proxy_port: config.proxy.port,
+        agents_level: tree.level(),
+        flags: 0,
+        daemon_pid: std::process::id(),
+        object_hash: if attachment == Attachment::Attached {
+            kernel::object_hash()
+        } else {
+            previous.object_hash
+        },
+    })?;
+    let allow: Vec<AddrKey> = config
+        .allowlist()
+        .map_err(anyhow::Error::msg)?
+        .iter()
+        .map(|a| AddrKey {
+            ip: addr::to_words(a.ip),
+            port: a.port,
+            _pad: 0,
+        })
+        .collect();
+    KernelMaps::replace_addrs(&mut maps.allow, &allow)?;
+    let resolvers: Vec<AddrKey> = config
+        .network
+        .dns_resolvers
+        .iter()
+        .map(|ip| AddrKey {
+            ip: addr::to_words(*ip),
+            port: enforcer_common::DNS_PORT,
+            _pad: 0,
+        })
+        .collect();
+    KernelMaps::replace_addrs(&mut maps.resolvers, &resolvers)?;
+    let store = RevocationStore::new(config.revocations_path());
+    let applied = revocation::sync_kernel(&tree, &store, &mut maps)?;
+    write_pid_file(&config.pid_file());
+    info!(
+        ?attachment,
+        agents_root = %tree.root().display(),
+        pin_dir = %config.paths.pin_dir.display(),
+        revocations = applied,
+        "enforcement in force"
+    );
+
+    let KernelMaps {
+        flows, proxy_legs, ..
+    } = maps;
+    let legs = LegRegistry::new(proxy_legs);
+    legs.clear();
+    let ctx = Arc::new(ProxyContext {
+        flows: FlowTable::new(flows, own_netns),
+        legs,
+        identity: Resolver::new(tree),
+        own_addrs: listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect(),
+        connect_timeout: Duration::from_millis(config.proxy.connect_timeout_ms),
+    });
+    for listener in listeners {
+        tokio::spawn(proxy::serve(listener, ctx.clone()));
+    }
+    if let Some(logger) = logger {
+        tokio::spawn(forward_kernel_logs(logger));
+    }
+
+    shutdown_signal().await;
+    info!("stopping; kernel enforcement stays in force (agents fail closed until restart)");
+    if let Ok(mut maps) = KernelMaps::open(&config.paths.pin_dir) {
+        let mut s = maps.settings();
+        s.daemon_pid = 0;
+        let _ = maps.set_settings(s);
+    }
+    let _ = std::fs::remove_file(config.pid_file());
+    Ok(())
+}
+
+async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the proxy on {addr}"))
+}
+
+/// The proxy must not live in the agents' subtree: its own connects would be redirected.
+fn refuse_if_inside(root: &Path) -> anyhow::Result<()> {
+    let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+    let own_rel = own
+        .lines()
+        .find_map(|l| l.strip_prefix("0::"))
+        .unwrap_or("/")
+        .trim();
+    let mount = crate::cgroups::cgroup2_mount()?;
+    let own_abs = mount.join(own_rel.trim_start_matches('/'));
+    if own_abs.starts_with(root) {
+        anyhow::bail!(
+            "the daemon runs inside the agents root {} (its cgroup is {}): start it elsewhere",
+            root.display(),
+            own_abs.display()
+        );
+    }
+    Ok(())
+}
+
+fn write_pid_file(path: &Path) {
+    if let Some(dir) = path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    if let Err(e) = std::fs::write(path, format!("{}\n", std::process::id())) {
+        warn!(path = %path.display(), error = %e, "cannot write pid file");
+    }
+}
+
+async fn forward_kernel_logs(logger: kernel::KernelLogger) {
+    // SAFETY: the logger owns its ring buffer fd for its whole life and never swaps it.
+    let Ok(mut fd) =
+        (unsafe { AsyncFd::register_with_interest(logger, tokio::io::Interest::READABLE) })
+    else {
+        return;
+    };
+    loop {
+        let Ok(mut guard) = fd.readable_mut().await else {
+            return;
+        };
+        guard.get_inner_mut().flush();
+        guard.clear_ready();
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

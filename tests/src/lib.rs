@@ -1,0 +1,460 @@
+//! Harness for the end-to-end tests: a private test host per test.
+//!
+//! Each [`TestHost`] makes two network namespaces of its own, joined by a veth pair: "host",
+//! where the daemon and the agents run, and "up", where an upstream server runs that is only
+//! reachable through that link. It also gets its own bpffs pin directory, agents cgroup root
+//! and state directory, so tests run side by side without seeing each other. Everything is
+//! torn down on drop.
+//!
+//! These tests need root on a real kernel with BPF. Without it they fail loudly: CI is root,
+//! and a skipped privileged test must never count as a pass.
+
+use std::{
+    fs,
+    io::BufReader,
+    net::{Ipv4Addr, Ipv6Addr, SocketAddr},
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::atomic::{AtomicU32, Ordering},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+static NEXT_ID: AtomicU32 = AtomicU32::new(1);
+
+/// Upstream ports served in the "up" namespace on both address families.
+pub const UPSTREAM_PORTS: std::ops::Range<u16> = 7000..7020;
+
+pub fn require_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        panic!(
+            "this privileged test needs root on a real kernel with BPF (CI runs as root); \
+             run `sudo cargo xtask test`"
+        );
+    }
+}
+
+/// Where cargo put our binaries (`enforcer`, `netprobe`): the profile directory above the
+/// test executable in `<target>/<profile>/deps/`.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let profile_dir = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>");
+    let path = profile_dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build it first (`cargo build --bins`, which `cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
+
+fn run(cmd: &mut Command) -> Output {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"));
+    out
+}
+
+fn sh(args: &[&str]) {
+    let out = run(Command::new(args[0]).args(&args[1..]));
+    assert!(
+        out.status.success(),
+        "{args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn cgroup2_mount() -> PathBuf {
+    let mi = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
+    mi.lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2")
+                .then(|| PathBuf::from(pre.split_whitespace().nth(4).unwrap()))
+        })
+        .expect("a cgroup2 mount")
+}
+
+/// Parse every JSON line of `text`.
+pub fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+pub struct TestHost {
+    pub name: String,
+    pub ns_host: String,
+    pub ns_up: String,
+    pub dir: PathBuf,
+    pub config: PathBuf,
+    pub pin_dir: PathBuf,
+    pub agents_root: PathBuf,
+    pub host_v4: Ipv4Addr,
+    pub up_v4: Ipv4Addr,
+    pub up_v6: Ipv6Addr,
+    daemon: Option<Child>,
+    upstream: Option<Child>,
+    daemon_log: PathBuf,
+    upstream_log: PathBuf,
+}
+
+impl TestHost {
+    /// A fresh host with the upstream serving; the daemon is not started yet.
+    pub fn new(test: &str) -> Self {
+        Self::with_config(test, "")
+    }
+
+    /// Like [`new`](Self::new), with extra TOML appended to the config (`[network]` etc.).
+    pub fn with_config(test: &str, extra_toml: &str) -> Self {
+        require_root();
+        if !Path::new("/sys/fs/bpf").join(".").exists() {
+            panic!("/sys/fs/bpf is missing");
+        }
+        let n = NEXT_ID.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        let tag = format!("{}{}", pid % 100_000, n);
+        let name = format!("enf-{tag}");
+        let (a, b) = ((pid % 200) as u8 + 20, n as u8);
+        let host_v4 = Ipv4Addr::new(10, a, b, 1);
+        let up_v4 = Ipv4Addr::new(10, a, b, 2);
+        let host_v6: Ipv6Addr = format!("fd00:{a}:{b}::1").parse().unwrap();
+        let up_v6: Ipv6Addr = format!("fd00:{a}:{b}::2").parse().unwrap();
+        let dir = std::env::temp_dir().join(format!("enforcer-test-{test}-{tag}"));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let ns_host = format!("{name}-h");
+        let ns_up = format!("{name}-u");
+        let (veth_h, veth_u) = (format!("v{tag}h"), format!("v{tag}u"));
+        sh(&["ip", "netns", "add", &ns_host]);
+        sh(&["ip", "netns", "add", &ns_up]);
+        sh(&[
+            "ip", "link", "add", &veth_h, "netns", &ns_host, "type", "veth", "peer", "name",
+            &veth_u, "netns", &ns_up,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&ns_host, &veth_h, host_v4, host_v6),
+            (&ns_up, &veth_u, up_v4, up_v6),
+        ] {
+            let nsarg = format!("--net=/run/netns/{ns}");
+            sh(&["nsenter", &nsarg, "ip", "link", "set", "lo", "up"]);
+            sh(&["nsenter", &nsarg, "ip", "link", "set", dev, "up"]);
+            sh(&[
+                "nsenter",
+                &nsarg,
+                "ip",
+                "addr",
+                "add",
+                &format!("{v4}/24"),
+                "dev",
+                dev,
+            ]);
+            sh(&[
+                "nsenter",
+                &nsarg,
+                "ip",
+                "-6",
+                "addr",
+                "add",
+                &format!("{v6}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+        }
+        let pin_dir = PathBuf::from(format!("/sys/fs/bpf/{name}"));
+        let agents_root = cgroup2_mount().join(format!("{name}-agents"));
+        let config = dir.join("enforcer.toml");
+        fs::write(
+            &config,
+            format!(
+                "[paths]\nstate_dir = \"{}\"\nruntime_dir = \"{}\"\npin_dir = \"{}\"\n\n\
+                 [agents]\ncgroup_root = \"{}\"\n\n{extra_toml}\n",
+                dir.join("state").display(),
+                dir.join("run").display(),
+                pin_dir.display(),
+                agents_root.display(),
+            ),
+        )
+        .unwrap();
+        let mut host = Self {
+            name,
+            ns_host,
+            ns_up,
+            daemon_log: dir.join("daemon.log"),
+            upstream_log: dir.join("upstream.log"),
+            dir,
+            config,
+            pin_dir,
+            agents_root,
+            host_v4,
+            up_v4,
+            up_v6,
+            daemon: None,
+            upstream: None,
+        };
+        host.start_upstream();
+        host
+    }
+
+    fn nsenter(&self, ns: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net=/run/netns/{ns}"));
+        c
+    }
+
+    fn start_upstream(&mut self) {
+        let mut cmd = self.nsenter(&self.ns_up);
+        cmd.arg(bin("netprobe")).arg("serve");
+        for p in UPSTREAM_PORTS {
+            cmd.arg(SocketAddr::new(self.up_v4.into(), p).to_string());
+            cmd.arg(SocketAddr::new(self.up_v6.into(), p).to_string());
+        }
+        let log = fs::File::create(&self.upstream_log).unwrap();
+        self.upstream = Some(
+            cmd.stdout(log)
+                .stderr(Stdio::inherit())
+                .spawn()
+                .expect("upstream"),
+        );
+        wait_for(Duration::from_secs(5), || {
+            fs::read_to_string(&self.upstream_log).is_ok_and(|t| t.contains("serving"))
+        })
+        .expect("upstream did not start");
+    }
+
+    pub fn upstream_v4(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.up_v4.into(), port)
+    }
+
+    pub fn upstream_v6(&self, port: u16) -> SocketAddr {
+        SocketAddr::new(self.up_v6.into(), port)
+    }
+
+    /// Connections the upstream has accepted so far.
+    pub fn upstream_accepted(&self) -> usize {
+        json_lines(&fs::read_to_string(&self.upstream_log).unwrap_or_default())
+            .iter()
+            .filter(|v| v.get("accepted").is_some())
+            .count()
+    }
+
+    /// Start the daemon in the host namespace and wait until it enforces.
+    pub fn start_daemon(&mut self) {
+        assert!(self.daemon.is_none(), "daemon already running");
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.daemon_log)
+            .unwrap();
+        let before = self.daemon_log_lines().len();
+        let child = self
+            .nsenter(&self.ns_host)
+            .arg(bin("enforcer"))
+            .arg("--config")
+            .arg(&self.config)
+            .arg("daemon")
+            .env("ENFORCER_LOG_FORMAT", "json")
+            .env("ENFORCER_LOG", "info,enforcer=debug")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("daemon");
+        self.daemon = Some(child);
+        let ok = wait_for(Duration::from_secs(20), || {
+            self.daemon_log_lines()[before..]
+                .iter()
+                .any(|l| l["fields"]["message"] == "enforcement in force")
+        });
+        if ok.is_none() {
+            panic!(
+                "daemon did not come up; its log:\n{}",
+                fs::read_to_string(&self.daemon_log).unwrap_or_default()
+            );
+        }
+    }
+
+    /// SIGKILL the daemon (a crash): kernel enforcement must stay.
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = d.kill();
+            let _ = d.wait();
+        }
+    }
+
+    pub fn daemon_log_lines(&self) -> Vec<Value> {
+        json_lines(&fs::read_to_string(&self.daemon_log).unwrap_or_default())
+    }
+
+    /// Run the enforcer CLI in the host namespace.
+    pub fn enforcer(&self, args: &[&str]) -> Output {
+        run(self
+            .nsenter(&self.ns_host)
+            .arg(bin("enforcer"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args))
+    }
+
+    /// `enforcer status --json`.
+    pub fn status(&self) -> Value {
+        let out = self.enforcer(&["status", "--json"]);
+        assert!(
+            out.status.success(),
+            "status: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("status json")
+    }
+
+    /// The `enforcer exec` command line for running netprobe as an agent instance.
+    pub fn agent_cmd(&self, agent: &str, instance: &str, probe_args: &[&str]) -> Command {
+        let mut c = self.nsenter(&self.ns_host);
+        c.arg(bin("enforcer"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(["exec", "--agent", agent, "--instance", instance, "--"])
+            .arg(bin("netprobe"))
+            .args(probe_args);
+        c
+    }
+
+    /// Run netprobe as an agent instance and return its JSON lines.
+    pub fn agent(&self, agent: &str, instance: &str, probe_args: &[&str]) -> Vec<Value> {
+        let out = run(&mut self.agent_cmd(agent, instance, probe_args));
+        json_lines(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Start netprobe as an agent instance in the background; read its lines with [`lines`].
+    pub fn spawn_agent(&self, agent: &str, instance: &str, probe_args: &[&str]) -> Child {
+        self.agent_cmd(agent, instance, probe_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("agent")
+    }
+
+    /// Run netprobe in the host namespace but outside the agents' subtree.
+    pub fn outside(&self, probe_args: &[&str]) -> Vec<Value> {
+        let out = run(self
+            .nsenter(&self.ns_host)
+            .arg(bin("netprobe"))
+            .args(probe_args));
+        json_lines(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Run netprobe in a cgroup made by hand under the agents root (not via `enforcer exec`),
+    /// to show the kernel alone enforces.
+    pub fn in_cgroup(&self, rel: &str, probe_args: &[&str]) -> Vec<Value> {
+        let cg = self.agents_root.join(rel);
+        fs::create_dir_all(&cg).unwrap();
+        let script = format!(
+            "echo $$ > {}/cgroup.procs && exec {} {}",
+            cg.display(),
+            bin("netprobe").display(),
+            probe_args.join(" ")
+        );
+        let out = run(self.nsenter(&self.ns_host).args(["sh", "-c", &script]));
+        let _ = fs::remove_dir(&cg);
+        json_lines(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    /// Allow unprivileged-style ICMP ping sockets in the host namespace, so a refusal comes
+    /// from the enforcer rather than from the kernel's default ping_group_range.
+    pub fn allow_ping_sockets(&self) {
+        sh(&[
+            "nsenter",
+            &format!("--net=/run/netns/{}", self.ns_host),
+            "sysctl",
+            "-qw",
+            "net.ipv4.ping_group_range=0 2147483647",
+        ]);
+    }
+}
+
+/// Read JSON lines from a child's stdout until `pred` matches one (or the stream ends).
+pub fn read_until(
+    reader: &mut impl std::io::BufRead,
+    pred: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if reader.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if let Ok(v) = serde_json::from_str::<Value>(line.trim()) {
+            if pred(&v) {
+                return Some(v);
+            }
+        }
+    }
+}
+
+/// A line reader over a spawned agent's stdout.
+pub fn lines(child: &mut Child) -> BufReader<std::process::ChildStdout> {
+    BufReader::new(child.stdout.take().expect("piped stdout"))
+}
+
+/// Poll `f` until it returns true or `timeout` passes.
+pub fn wait_for(timeout: Duration, mut f: impl FnMut() -> bool) -> Option<()> {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return Some(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    None
+}
+
+impl Drop for TestHost {
+    fn drop(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            // SIGTERM first so it can record its exit; then make sure.
+            unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+            if wait_for(Duration::from_secs(3), || {
+                d.try_wait().ok().flatten().is_some()
+            })
+            .is_none()
+            {
+                let _ = d.kill();
+            }
+            let _ = d.wait();
+        }
+        if let Some(mut u) = self.upstream.take() {
+            let _ = u.kill();
+            let _ = u.wait();
+        }
+        let _ = self.enforcer(&["daemon", "--cleanup"]);
+        for ns in [&self.ns_host, &self.ns_up] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+        remove_cgroup_tree(&self.agents_root);
+        if std::thread::panicking() {
+            eprintln!("test files kept in {}", self.dir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+fn remove_cgroup_tree(dir: &Path) {
+    if let Ok(rd) = fs::read_dir(dir) {
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_cgroup_tree(&e.path());
+            }
+        }
+    }
+    // Kill anything left inside (cgroup.kill), then remove the now-empty directory.
+    let _ = fs::write(dir.join("cgroup.kill"), "1");
+    let _ = wait_for(Duration::from_secs(2), || {
+        fs::remove_dir(dir).is_ok() || !dir.exists()
+    });
+}

@@ -1,0 +1,110 @@
+//! Developer workflows that a plain `cargo build` does not cover.
+//!
+//!   cargo xtask test          build everything, then run every test (privileged: needs root)
+//!   cargo xtask demo          the self-contained demonstration on this host (needs root)
+//!   cargo xtask bench-connect cost of the connect hooks: connect()+close inside vs outside
+
+mod bench;
+mod demo;
+
+use std::process::{Command, ExitCode};
+
+use anyhow::{bail, Context as _};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build all binaries, then run the whole test suite (unit and privileged end-to-end).
+    Test {
+        /// Extra arguments passed to `cargo test` (e.g. a test name filter).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Run the demonstration: daemon, upstream in its own namespace, an agent, a revocation.
+    Demo,
+    /// Benchmark the connect hooks: connect()+close loops inside vs outside the agents subtree.
+    BenchConnect {
+        /// Connections per round.
+        #[arg(long, default_value_t = 20000)]
+        count: u32,
+    },
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().cmd {
+        Cmd::Test { args } => test(&args),
+        Cmd::Demo => demo::run(),
+        Cmd::BenchConnect { count } => bench::connect(count),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Run `cargo` with `args`, failing on a non-zero exit.
+pub fn cargo(args: &[&str]) -> anyhow::Result<()> {
+    let status = Command::new(env!("CARGO"))
+        .args(args)
+        .status()
+        .with_context(|| format!("cargo {args:?}"))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+pub fn require_root(what: &str) -> anyhow::Result<()> {
+    if !nix_is_root() {
+        bail!("{what} needs root (BPF, cgroups, network namespaces): run it with sudo");
+    }
+    Ok(())
+}
+
+fn nix_is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .and_then(|l| l.split_whitespace().nth(2).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    require_root("the test suite")?;
+    ensure_bpffs()?;
+    // The end-to-end tests run the real `enforcer` binary: build every binary first.
+    // (The default members: the eBPF crate is built only for the BPF target, by build.rs.)
+    cargo(&["build", "--bins"])?;
+    let mut args = vec!["test"];
+    args.extend(extra.iter().map(String::as_str));
+    cargo(&args)
+}
+
+pub fn ensure_bpffs() -> anyhow::Result<()> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    if !mounts
+        .lines()
+        .any(|l| l.split_whitespace().nth(1) == Some("/sys/fs/bpf"))
+    {
+        let st = Command::new("mount")
+            .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
+            .status()?;
+        if !st.success() {
+            bail!("cannot mount bpffs on /sys/fs/bpf");
+        }
+    }
+    Ok(())
+}
