@@ -36,15 +36,19 @@ pub fn require_root() {
     }
 }
 
-/// Where cargo put our binaries (`enforcer`, `netprobe`): the profile directory above the
-/// test executable in `<target>/<profile>/deps/`.
+/// Where cargo put our binaries (`enforcer`, `netprobe`): `ENFORCER_BIN_DIR` if set (the
+/// benchmarks point it at the release build), else beside the running executable (xtask) or
+/// in the profile directory above it (tests run from `<target>/<profile>/deps/`).
 pub fn bin(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().expect("test executable path");
-    let profile_dir = exe
-        .parent()
-        .and_then(Path::parent)
-        .expect("target/<profile>");
-    let path = profile_dir.join(name);
+    let exe = std::env::current_exe().expect("executable path");
+    let dir = exe.parent().expect("executable directory");
+    let path = if let Some(d) = std::env::var_os("ENFORCER_BIN_DIR") {
+        PathBuf::from(d).join(name)
+    } else if dir.ends_with("deps") {
+        dir.parent().expect("target/<profile>").join(name)
+    } else {
+        dir.join(name)
+    };
     assert!(
         path.exists(),
         "{} is missing: build it first (`cargo build --bins`, which `cargo xtask test` does)",

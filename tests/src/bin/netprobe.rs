@@ -9,6 +9,8 @@
 //!   netprobe udp ADDR                   sendto one datagram
 //!   netprobe udp-connect ADDR           connect a UDP socket, then send
 //!   netprobe socket KIND                KIND: icmp, icmp6, raw, mptcp, sctp
+//!   netprobe sink ADDR                  accept and drop connections as fast as possible
+//!   netprobe connect-bench ADDR N       time N connect()+close cycles
 
 use std::{
     io::{BufRead, BufReader, Write},
@@ -45,6 +47,8 @@ fn main() {
         "udp" => udp(addr(1), false),
         "udp-connect" => udp(addr(1), true),
         "socket" => socket_kind(args.get(1).map(String::as_str).unwrap_or("")),
+        "sink" => sink(addr(1)),
+        "connect-bench" => connect_bench(addr(1), args[2].parse().expect("count")),
         _ => die(
             "usage: netprobe serve|connect|connect-many|connect-loop|udp|udp-connect|socket ...",
         ),
@@ -235,4 +239,26 @@ fn socket_kind(kind: &str) {
         unsafe { libc::close(fd) };
         emit(json!({ "ok": true }));
     }
+}
+
+fn sink(addr: SocketAddr) {
+    let listener = TcpListener::bind(addr).unwrap_or_else(|e| die(&format!("bind {addr}: {e}")));
+    emit(json!({ "serving": true }));
+    for s in listener.incoming() {
+        drop(s);
+    }
+}
+
+/// connect() + close() `n` times; reports nanoseconds per cycle.
+fn connect_bench(addr: SocketAddr, n: u32) {
+    let started = Instant::now();
+    let mut failed = 0u32;
+    for _ in 0..n {
+        match TcpStream::connect(addr) {
+            Ok(s) => drop(s),
+            Err(_) => failed += 1,
+        }
+    }
+    let ns = started.elapsed().as_nanos() as u64 / u64::from(n.max(1));
+    emit(json!({ "n": n, "failed": failed, "ns_per_connect": ns }));
 }
