@@ -7,6 +7,8 @@ use std::{
 
 use serde::Deserialize;
 
+use crate::{connectors::ConnectorConfig, credentials::BindingConfig, proxy::UnknownDestinations};
+
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/enforcer/enforcer.toml";
 
 #[derive(Debug, thiserror::Error)]
@@ -33,6 +35,27 @@ pub struct Config {
     pub agents: Agents,
     pub proxy: Proxy,
     pub network: Network,
+    pub credentials: Credentials,
+    /// MCP servers the proxy inspects.
+    pub connectors: Vec<ConnectorConfig>,
+    /// Which secret each connector (and optionally agent or user) gets injected.
+    pub bindings: Vec<BindingConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Credentials {
+    /// Root-only directory of secret files (mode 0600). systemd's $CREDENTIALS_DIRECTORY
+    /// (LoadCredential=) takes precedence when set.
+    pub dir: PathBuf,
+}
+
+impl Default for Credentials {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("/etc/enforcer/credentials"),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -63,6 +86,10 @@ pub struct Proxy {
     pub port: u16,
     /// Upstream connect timeout, milliseconds.
     pub connect_timeout_ms: u64,
+    /// Flows to destinations no connector matches: "deny" (default) or "tunnel".
+    pub unknown_destinations: UnknownDestinations,
+    /// Largest request body accepted, bytes; larger ones get 413 with a JSON-RPC error.
+    pub max_body_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -91,6 +118,8 @@ impl Default for Proxy {
             listen_v6: Some(Ipv6Addr::LOCALHOST),
             port: 15001,
             connect_timeout_ms: 5_000,
+            unknown_destinations: UnknownDestinations::Deny,
+            max_body_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -179,6 +208,10 @@ impl Config {
             .map(|ip| SocketAddr::new(ip.into(), self.proxy.port))
     }
 
+    pub fn ca_dir(&self) -> PathBuf {
+        self.paths.state_dir.join("ca")
+    }
+
     pub fn revocations_path(&self) -> PathBuf {
         self.paths.state_dir.join("revocations.json")
     }
@@ -206,6 +239,25 @@ mod tests {
         assert!(msg.contains("e.toml"), "{msg}");
         assert!(msg.contains("prot"), "{msg}");
         assert!(msg.contains("line 3"), "{msg}");
+    }
+
+    #[test]
+    fn connectors_and_bindings_parse() {
+        let c = Config::parse(
+            "[proxy]\nunknown_destinations = \"tunnel\"\n\
+             [[connectors]]\nid = \"gh\"\nmatch = [\"mcp.test:443\"]\n\
+             [[bindings]]\nid = \"b\"\nconnector = \"gh\"\nsecret = \"gh-token\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(c.proxy.unknown_destinations, UnknownDestinations::Tunnel);
+        assert_eq!(c.connectors[0].id, "gh");
+        assert_eq!(c.bindings[0].secret, "gh-token");
+        assert!(Config::parse(
+            "[[connectors]]\nid = \"x\"\nmatch = []\nbogus = 1\n",
+            Path::new("d.toml")
+        )
+        .is_err());
     }
 
     #[test]

@@ -12,10 +12,14 @@ use tracing::{info, warn};
 use crate::{
     cgroups::AgentsTree,
     config::Config,
+    connectors::Connectors,
+    control,
+    credentials::CredentialStore,
     identity::Resolver,
     kernel::{self, addr, kill::netns_cookie, Attachment, KernelMaps},
     proxy::{self, FlowTable, LegRegistry, ProxyContext},
     revocation::{self, RevocationStore},
+    tls::{AgentTls, LocalCa},
 };
 
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -49,6 +53,12 @@ fn init_tracing() {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
+    // Everything that can be wrong in the configuration is found before touching the kernel.
+    let connectors = Connectors::build(&config.connectors)?;
+    let ids: Vec<&str> = connectors.all().iter().map(|c| c.id.as_str()).collect();
+    let credentials = CredentialStore::new(&config.credentials.dir, config.bindings.clone(), &ids)?;
+    let ca = Arc::new(LocalCa::load_or_create(&config.ca_dir()).context("the local CA")?);
+    info!(ca = %ca.cert_path().display(), connectors = ids.len(), "local CA ready");
     let tree = AgentsTree::new(config.agents.cgroup_root.as_deref())?;
     refuse_if_inside(tree.root())?;
     tree.ensure_root()
@@ -129,6 +139,12 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         flows: FlowTable::new(flows, own_netns),
         legs,
         identity: Resolver::new(tree),
+        connectors,
+        credentials,
+        agent_tls: AgentTls::new(ca),
+        sessions: Default::default(),
+        unknown_destinations: config.proxy.unknown_destinations,
+        max_body_bytes: config.proxy.max_body_bytes,
         own_addrs: listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
@@ -138,6 +154,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     for listener in listeners {
         tokio::spawn(proxy::serve(listener, ctx.clone()));
     }
+    tokio::spawn(proxy::reap_idle_sessions(ctx.clone()));
+    let control_path = control::socket_path(&config.paths.runtime_dir);
+    let control_listener = control::bind(&control_path)
+        .with_context(|| format!("binding the admin socket {}", control_path.display()))?;
+    tokio::spawn(control::serve(control_listener, ctx.clone()));
     if let Some(logger) = logger {
         tokio::spawn(forward_kernel_logs(logger));
     }
@@ -150,6 +171,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = maps.set_settings(s);
     }
     let _ = std::fs::remove_file(config.pid_file());
+    let _ = std::fs::remove_file(&control_path);
     Ok(())
 }
 

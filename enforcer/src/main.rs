@@ -3,11 +3,17 @@
 mod cgroups;
 mod cli;
 mod config;
+mod connectors;
+mod control;
+mod credentials;
 mod daemon;
 mod identity;
 mod kernel;
+mod mcp;
 mod proxy;
 mod revocation;
+mod sessions;
+mod tls;
 
 fn main() -> std::process::ExitCode {
     cli::run()

@@ -318,14 +318,135 @@ impl TestHost {
 
     /// The `enforcer exec` command line for running netprobe as an agent instance.
     pub fn agent_cmd(&self, agent: &str, instance: &str, probe_args: &[&str]) -> Command {
+        let probe = bin("netprobe");
+        let mut argv = vec![probe.to_str().unwrap()];
+        argv.extend_from_slice(probe_args);
+        self.exec_cmd(agent, instance, &argv)
+    }
+
+    /// The `enforcer exec` command line for running any program as an agent instance.
+    pub fn exec_cmd(&self, agent: &str, instance: &str, argv: &[&str]) -> Command {
         let mut c = self.nsenter(&self.ns_host);
         c.arg(bin("enforcer"))
             .arg("--config")
             .arg(&self.config)
             .args(["exec", "--agent", agent, "--instance", instance, "--"])
-            .arg(bin("netprobe"))
-            .args(probe_args);
+            .args(argv);
         c
+    }
+
+    /// Append TOML to the daemon's config (before `start_daemon`).
+    pub fn append_config(&self, toml_text: &str) {
+        let mut text = fs::read_to_string(&self.config).unwrap();
+        text.push_str(toml_text);
+        fs::write(&self.config, text).unwrap();
+    }
+
+    /// Start a program in the upstream namespace; waits for a JSON line with key `ready_key`.
+    pub fn spawn_upstream(&self, argv: &[&str], ready_key: &str) -> Child {
+        let mut child = self
+            .nsenter(&self.ns_up)
+            .args(argv)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("upstream program");
+        let mut out = lines(&mut child);
+        if read_until(&mut out, |v| v.get(ready_key).is_some()).is_none() {
+            panic!("{argv:?} did not become ready");
+        }
+        // Keep draining its stdout so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in std::io::BufRead::lines(out) {});
+        child
+    }
+
+    /// A test PKI in this host's directory: a CA and a server certificate for `sans`
+    /// (e.g. ["DNS:mcp.test", "IP:10.1.2.2"]). Returns (ca.pem, cert.pem, key.pem).
+    pub fn make_pki(&self, name: &str, sans: &[String]) -> (PathBuf, PathBuf, PathBuf) {
+        let d = self.dir.join(format!("pki-{name}"));
+        fs::create_dir_all(&d).unwrap();
+        let p = |f: &str| d.join(f).to_str().unwrap().to_string();
+        let ossl = |args: &[&str]| {
+            let out = run(Command::new("openssl").args(args));
+            assert!(
+                out.status.success(),
+                "openssl {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ossl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &p("ca.key"),
+        ]);
+        ossl(&[
+            "req",
+            "-x509",
+            "-new",
+            "-key",
+            &p("ca.key"),
+            "-sha256",
+            "-days",
+            "2",
+            "-subj",
+            &format!("/CN={name} test CA"),
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+            "-out",
+            &p("ca.pem"),
+        ]);
+        ossl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            &p("key.pem"),
+        ]);
+        ossl(&[
+            "req",
+            "-new",
+            "-key",
+            &p("key.pem"),
+            "-subj",
+            &format!("/CN={name}"),
+            "-out",
+            &p("csr.pem"),
+        ]);
+        fs::write(
+            d.join("ext.cnf"),
+            format!(
+                "subjectAltName={}\nextendedKeyUsage=serverAuth\n",
+                sans.join(",")
+            ),
+        )
+        .unwrap();
+        ossl(&[
+            "x509",
+            "-req",
+            "-in",
+            &p("csr.pem"),
+            "-CA",
+            &p("ca.pem"),
+            "-CAkey",
+            &p("ca.key"),
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-sha256",
+            "-extfile",
+            &p("ext.cnf"),
+            "-out",
+            &p("cert.pem"),
+        ]);
+        (d.join("ca.pem"), d.join("cert.pem"), d.join("key.pem"))
     }
 
     /// Run netprobe as an agent instance and return its JSON lines.

@@ -11,11 +11,19 @@ const EPERM: i64 = 1;
 const ECONNREFUSED: i64 = 111;
 const ECONNABORTED: i64 = 103;
 
-/// The daemon's "relaying" log line for the flow opened by `pid`.
+/// These tests exercise the kernel path with raw TCP upstreams that no connector describes:
+/// the proxy tunnels them (its default is to refuse unknown destinations).
+const TUNNEL: &str = "[proxy]\nunknown_destinations = \"tunnel\"\n";
+
+fn tunnel_host(name: &str) -> TestHost {
+    TestHost::with_config(name, TUNNEL)
+}
+
+/// The daemon's tunnel log line for the flow opened by `pid`.
 fn relay_line(host: &TestHost, pid: u64) -> Option<Value> {
     host.daemon_log_lines()
         .into_iter()
-        .find(|l| l["fields"]["message"] == "relaying" && l["span"]["pid"] == json!(pid))
+        .find(|l| l["fields"]["event"] == "tunnel" && l["span"]["pid"] == json!(pid))
 }
 
 fn proxy_addrs() -> [&'static str; 2] {
@@ -24,7 +32,7 @@ fn proxy_addrs() -> [&'static str; 2] {
 
 #[test]
 fn redirects_v4_and_v6_with_kernel_identity_for_two_agents_two_instances() {
-    let mut host = TestHost::new("identity");
+    let mut host = tunnel_host("identity");
     host.start_daemon();
     let up4 = host.upstream_v4(7000).to_string();
     let up6 = host.upstream_v6(7001).to_string();
@@ -80,7 +88,7 @@ fn wait_for_line(host: &TestHost, pid: u64) -> Value {
 
 #[test]
 fn keeps_original_destinations_apart_for_many_concurrent_connections() {
-    let mut host = TestHost::new("concurrent");
+    let mut host = tunnel_host("concurrent");
     host.start_daemon();
     // 200 concurrent connects spread over 40 destinations (20 ports x 2 families).
     let mut dests = Vec::new();
@@ -104,7 +112,7 @@ fn keeps_original_destinations_apart_for_many_concurrent_connections() {
 
 #[test]
 fn leaves_processes_outside_the_subtree_and_the_proxy_itself_alone() {
-    let mut host = TestHost::new("outside");
+    let mut host = tunnel_host("outside");
     host.start_daemon();
     let dest = host.upstream_v4(7003).to_string();
     let r = &host.outside(&["connect", &dest])[0];
@@ -128,7 +136,7 @@ fn counter(host: &TestHost, name: &str) -> u64 {
 
 #[test]
 fn refuses_udp_except_dns_to_resolvers_and_sockets_that_could_bypass() {
-    let mut host = TestHost::new("udp");
+    let mut host = tunnel_host("udp");
     // Resolvers are set after the upstream exists: the up namespace plays the resolver.
     let resolver = host.up_v4;
     std::fs::write(
@@ -172,7 +180,7 @@ fn refuses_udp_except_dns_to_resolvers_and_sockets_that_could_bypass() {
 
 #[test]
 fn revoke_kills_a_blocked_reader_and_refuses_reconnects_and_later_instances() {
-    let mut host = TestHost::new("revoke");
+    let mut host = tunnel_host("revoke");
     host.start_daemon();
     let dest = host.upstream_v4(7004).to_string();
     let accepted_before = host.upstream_accepted();
@@ -269,7 +277,7 @@ fn revoke_kills_a_blocked_reader_and_refuses_reconnects_and_later_instances() {
 
 #[test]
 fn fails_closed_without_the_daemon_and_adopts_state_on_restart() {
-    let mut host = TestHost::new("restart");
+    let mut host = tunnel_host("restart");
     host.start_daemon();
     let dest = host.upstream_v4(7005).to_string();
     assert_eq!(host.agent("a", "i1", &["connect", &dest])[0]["ok"], true);
@@ -317,7 +325,7 @@ fn fails_closed_without_the_daemon_and_adopts_state_on_restart() {
 
 #[test]
 fn ten_thousand_connections_leave_no_map_entries_behind() {
-    let mut host = TestHost::new("leaks");
+    let mut host = tunnel_host("leaks");
     host.start_daemon();
     let dest = host.upstream_v4(7006).to_string();
     let out = host.agent("loop", "i1", &["connect-loop", &dest, "10000"]);
@@ -331,4 +339,38 @@ fn ten_thousand_connections_leave_no_map_entries_behind() {
     });
     assert!(drained.is_some(), "entries left behind: {entries}");
     assert!(counter(&host, "flows_indexed") >= 10000);
+}
+
+#[test]
+fn admin_cli_says_clearly_when_the_daemon_is_down_or_the_caller_is_not_an_admin() {
+    let mut host = TestHost::new("admin-cli");
+    let out = host.enforcer(&["sessions"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("daemon is not running"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+
+    host.start_daemon();
+    assert!(host.enforcer(&["sessions", "--json"]).status.success());
+    // An unprivileged user cannot even open the socket (mode 0660, root:enforcer-admin).
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net=/run/netns/{}", host.ns_host))
+        .args([
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+        ])
+        .arg(enforcer_tests::bin("enforcer"))
+        .arg("--config")
+        .arg(&host.config)
+        .arg("sessions");
+    let out = cmd.output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("enforcer-admin"));
 }

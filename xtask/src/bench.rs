@@ -25,7 +25,10 @@ pub fn connect(count: u32) -> anyhow::Result<()> {
         .context("target directory")?
         .join("release");
     std::env::set_var("ENFORCER_BIN_DIR", release);
-    let mut host = TestHost::with_config("bench", &format!("[network]\nallow = [\"{SINK}\"]\n"));
+    let mut host = TestHost::with_config(
+        "bench",
+        &format!("[proxy]\nunknown_destinations = \"tunnel\"\n[network]\nallow = [\"{SINK}\"]\n"),
+    );
     host.start_daemon();
     let mut sink = spawn_sink(&host)?;
     let n = count.to_string();

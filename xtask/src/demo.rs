@@ -26,7 +26,9 @@ pub fn run() -> anyhow::Result<()> {
     crate::cargo(&["build", "--bins"])?;
 
     say("1. A test host: agents' namespace + an upstream only reachable over a veth link");
-    let mut host = TestHost::new("demo");
+    // The upstream here is a plain TCP service, not an MCP server: tunnel it (the default
+    // refuses destinations no connector describes).
+    let mut host = TestHost::with_config("demo", "[proxy]\nunknown_destinations = \"tunnel\"\n");
     let upstream = host.upstream_v4(7000).to_string();
     println!("upstream service: {upstream} (namespace {})", host.ns_up);
 
@@ -57,7 +59,7 @@ pub fn run() -> anyhow::Result<()> {
         line = host
             .daemon_log_lines()
             .into_iter()
-            .find(|l| l["fields"]["message"] == "relaying" && l["span"]["pid"] == pid);
+            .find(|l| l["fields"]["event"] == "tunnel" && l["span"]["pid"] == pid);
         line.is_some()
     });
     if let Some(l) = line {

@@ -93,9 +93,12 @@ fn fresh_instance_name() -> String {
     format!("i{}-{:x}", std::process::id(), nanos & 0xffff_ffff)
 }
 
-/// Trust variables for the enforcer's CA bundle, once the CA exists in the state directory.
+/// Trust variables for the enforcer's CA bundle (our CA + the system roots), once the CA
+/// exists: OpenSSL and Python read SSL_CERT_FILE, requests REQUESTS_CA_BUNDLE, Node adds
+/// NODE_EXTRA_CA_CERTS, the curl tool reads CURL_CA_BUNDLE, git GIT_SSL_CAINFO. Clients built
+/// with bundled webpki roots ignore all of these (README).
 fn trust_env(config: &Config) -> Vec<(&'static str, String)> {
-    let bundle = config.paths.state_dir.join("ca").join("bundle.pem");
+    let bundle = config.ca_dir().join(crate::tls::ca::BUNDLE);
     if !bundle.exists() {
         return Vec::new();
     }
@@ -103,6 +106,8 @@ fn trust_env(config: &Config) -> Vec<(&'static str, String)> {
     vec![
         ("SSL_CERT_FILE", b.clone()),
         ("REQUESTS_CA_BUNDLE", b.clone()),
+        ("CURL_CA_BUNDLE", b.clone()),
+        ("GIT_SSL_CAINFO", b.clone()),
         ("NODE_EXTRA_CA_CERTS", b),
     ]
 }

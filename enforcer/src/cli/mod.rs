@@ -1,9 +1,11 @@
 //! Command-line interface: one file per command. Errors are printed as one clear line (with
 //! causes), never a backtrace, and map to meaningful exit codes.
 
+mod ca;
 mod daemon;
 mod exec;
 mod revoke;
+mod sessions;
 mod status;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -28,6 +30,8 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Print the local CA's certificate path and PEM, for agents' trust stores.
+    Ca(ca::Args),
     /// Run the daemon: attach (or adopt) the kernel programs and serve the proxy.
     Daemon(daemon::Args),
     /// Start a command as an agent instance, in its own cgroup under the agents root.
@@ -36,6 +40,10 @@ enum Command {
     Revoke(revoke::RevokeArgs),
     /// Lift a revocation.
     Reinstate(revoke::ReinstateArgs),
+    /// List live enforcer sessions (agent instance x connector) from the daemon.
+    Sessions(sessions::Args),
+    /// List connectors with their route status from the daemon.
+    Connectors(sessions::Args),
     /// Show the kernel state: settings, map entries, counters, revocations.
     Status(status::Args),
 }
@@ -57,11 +65,14 @@ pub fn run() -> ExitCode {
         }
     };
     let result = match cli.command {
+        Command::Ca(args) => ca::run(config, args),
         Command::Daemon(args) => daemon::run(config, args),
         Command::Exec(args) => exec::run(config, args),
         Command::Revoke(args) => revoke::run(config, args),
         Command::Reinstate(args) => revoke::reinstate(config, args),
         Command::Status(args) => status::run(config, args),
+        Command::Sessions(args) => sessions::sessions(config, args),
+        Command::Connectors(args) => sessions::connectors(config, args),
     };
     match result {
         Ok(code) => code,

@@ -1,27 +1,52 @@
-//! The local proxy every agent connection is redirected to. For now a transparent TCP relay:
-//! accept, find the kernel's record of who connected and where to, log it in a span, and
-//! relay to the original destination. The TLS-terminating MCP proxy replaces the relay for
-//! MCP traffic.
+//! The local proxy every agent connection is redirected to. For each accepted connection it
+//! finds the kernel's record (who, and where to), then: a destination a connector matches is
+//! inspected (TLS terminated with a leaf from the local CA, HTTP and MCP parsed, the bound
+//! credential injected, forwarded over verified TLS); anything else is refused with a clear
+//! reason or, if configured, tunnelled uninspected and recorded.
 
+mod dispatch;
 pub mod flows;
+pub mod http;
 pub mod legs;
 mod relay;
+pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
+use serde::Deserialize;
 use tokio::net::TcpListener;
 use tracing::{info, warn};
 
 pub use flows::FlowTable;
 pub use legs::LegRegistry;
 
-use crate::identity::Resolver;
+use crate::{
+    connectors::Connectors, credentials::CredentialStore, identity::Resolver, sessions::Registry,
+    tls::AgentTls,
+};
+
+/// What to do with a flow to a destination no connector matches.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownDestinations {
+    /// Refuse, with a clear reason (an HTTP 403 with a JSON-RPC error when the client speaks HTTP).
+    #[default]
+    Deny,
+    /// Relay without inspection, recorded as a connection event.
+    Tunnel,
+}
 
 /// What every connection handler shares.
 pub struct ProxyContext {
     pub flows: FlowTable,
     pub legs: LegRegistry,
     pub identity: Resolver,
+    pub connectors: Connectors,
+    pub credentials: CredentialStore,
+    pub agent_tls: AgentTls,
+    pub sessions: Registry<upstream::UpstreamClient>,
+    pub unknown_destinations: UnknownDestinations,
+    pub max_body_bytes: usize,
     /// The proxy's own listening addresses: an agent dialling them directly is refused, never
     /// relayed back into ourselves.
     pub own_addrs: Vec<SocketAddr>,
@@ -36,13 +61,25 @@ pub async fn serve(listener: TcpListener, ctx: Arc<ProxyContext>) {
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
                 let ctx = ctx.clone();
-                tokio::spawn(async move { relay::handle(stream, peer, ctx).await });
+                tokio::spawn(async move { dispatch::handle(stream, peer, ctx).await });
             }
             Err(e) => {
                 warn!(error = %e, "accept failed; backing off");
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
+        }
+    }
+}
+
+/// Close sessions idle past their connector's limit, every second.
+pub async fn reap_idle_sessions(ctx: Arc<ProxyContext>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        for id in ctx.sessions.reap_idle() {
+            info!(session = %id, "idle session closed on both legs");
         }
     }
 }

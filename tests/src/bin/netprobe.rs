@@ -9,6 +9,8 @@
 //!   netprobe udp ADDR                   sendto one datagram
 //!   netprobe udp-connect ADDR           connect a UDP socket, then send
 //!   netprobe socket KIND                KIND: icmp, icmp6, raw, mptcp, sctp
+//!   netprobe http-idle ADDR HOST BODY WAIT_MS   one keep-alive POST /mcp, then wait: does the
+//!                                       server close the idle connection?
 //!   netprobe sink ADDR                  accept and drop connections as fast as possible
 //!   netprobe connect-bench ADDR N       time N connect()+close cycles
 
@@ -48,6 +50,12 @@ fn main() {
         "udp-connect" => udp(addr(1), true),
         "socket" => socket_kind(args.get(1).map(String::as_str).unwrap_or("")),
         "sink" => sink(addr(1)),
+        "http-idle" => http_idle(
+            addr(1),
+            &args[2],
+            &args[3],
+            args[4].parse().expect("wait ms"),
+        ),
         "connect-bench" => connect_bench(addr(1), args[2].parse().expect("count")),
         _ => die(
             "usage: netprobe serve|connect|connect-many|connect-loop|udp|udp-connect|socket ...",
@@ -261,4 +269,59 @@ fn connect_bench(addr: SocketAddr, n: u32) {
     }
     let ns = started.elapsed().as_nanos() as u64 / u64::from(n.max(1));
     emit(json!({ "n": n, "failed": failed, "ns_per_connect": ns }));
+}
+
+/// Send one HTTP/1.1 keep-alive POST to /mcp, read the response head, then wait up to
+/// `wait_ms` for the server to close the connection.
+fn http_idle(addr: SocketAddr, host: &str, body: &str, wait_ms: u64) {
+    let mut s = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => return emit(errno(&e)),
+    };
+    let req = format!(
+        "POST /mcp HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n\
+         Accept: application/json, text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    if let Err(e) = s.write_all(req.as_bytes()) {
+        return emit(errno(&e));
+    }
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut status = String::new();
+    let _ = r.read_line(&mut status);
+    let mut len = 0usize;
+    loop {
+        let mut h = String::new();
+        if r.read_line(&mut h).unwrap_or(0) == 0 || h == "\r\n" {
+            break;
+        }
+        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+            len = v.trim().parse().unwrap_or(0);
+        }
+    }
+    let mut body = vec![0u8; len];
+    let _ = std::io::Read::read_exact(&mut r, &mut body);
+    emit(
+        json!({ "status": status.split_whitespace().nth(1), "body": String::from_utf8_lossy(&body) }),
+    );
+    let started = Instant::now();
+    s.set_read_timeout(Some(Duration::from_millis(wait_ms.max(1))))
+        .unwrap();
+    let mut buf = [0u8; 1];
+    match std::io::Read::read(&mut r, &mut buf) {
+        Ok(0) => emit(json!({ "closed_after_ms": started.elapsed().as_millis() as u64 })),
+        Ok(_) => emit(json!({ "unexpected_data": true })),
+        Err(e)
+            if matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ) =>
+        {
+            emit(json!({ "still_open": true }))
+        }
+        Err(e) => emit(
+            json!({ "closed_after_ms": started.elapsed().as_millis() as u64, "errno": e.raw_os_error() }),
+        ),
+    }
 }

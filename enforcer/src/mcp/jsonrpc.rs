@@ -1,0 +1,208 @@
+//! JSON-RPC 2.0 framing: parse single messages and batches, and build well-formed errors.
+
+use bytes::Bytes;
+use serde_json::{json, Value};
+
+pub const PARSE_ERROR: i64 = -32700;
+pub const INVALID_REQUEST: i64 = -32600;
+/// MCP: a request's Mcp-* headers do not match its body (2026-07-28).
+pub const HEADER_MISMATCH: i64 = -32020;
+/// Enforcer-side refusals (policy denials and the like) use the implementation-defined range.
+pub const ENFORCER_REFUSED: i64 = -32001;
+
+/// One JSON-RPC message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Message {
+    Request {
+        id: Value,
+        method: String,
+        params: Value,
+    },
+    Notification {
+        method: String,
+        params: Value,
+    },
+    Response {
+        id: Value,
+        result: Option<Value>,
+        error: Option<Value>,
+    },
+}
+
+impl Message {
+    pub fn id(&self) -> Option<&Value> {
+        match self {
+            Message::Request { id, .. } | Message::Response { id, .. } => Some(id),
+            Message::Notification { .. } => None,
+        }
+    }
+
+    pub fn method(&self) -> Option<&str> {
+        match self {
+            Message::Request { method, .. } | Message::Notification { method, .. } => Some(method),
+            Message::Response { .. } => None,
+        }
+    }
+
+    pub fn params(&self) -> Option<&Value> {
+        match self {
+            Message::Request { params, .. } | Message::Notification { params, .. } => Some(params),
+            Message::Response { .. } => None,
+        }
+    }
+}
+
+/// A parsed body: one message or a batch.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Parsed {
+    pub messages: Vec<Message>,
+    pub batch: bool,
+}
+
+/// Why a body is not acceptable JSON-RPC, with the id to answer when one could be read.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RpcError {
+    pub code: i64,
+    pub message: String,
+    pub id: Value,
+}
+
+pub fn parse(body: &[u8]) -> Result<Parsed, RpcError> {
+    let value: Value = serde_json::from_slice(body).map_err(|e| RpcError {
+        code: PARSE_ERROR,
+        message: format!("Parse error: {e}"),
+        id: Value::Null,
+    })?;
+    match value {
+        Value::Array(items) => {
+            if items.is_empty() {
+                return Err(invalid(Value::Null, "empty batch"));
+            }
+            let messages = items.into_iter().map(message).collect::<Result<_, _>>()?;
+            Ok(Parsed {
+                messages,
+                batch: true,
+            })
+        }
+        v => Ok(Parsed {
+            messages: vec![message(v)?],
+            batch: false,
+        }),
+    }
+}
+
+fn invalid(id: Value, why: &str) -> RpcError {
+    RpcError {
+        code: INVALID_REQUEST,
+        message: format!("Invalid Request: {why}"),
+        id,
+    }
+}
+
+fn message(v: Value) -> Result<Message, RpcError> {
+    let Value::Object(mut o) = v else {
+        return Err(invalid(Value::Null, "a message must be a JSON object"));
+    };
+    let id = o.remove("id");
+    if let Some(id) = &id {
+        if !(id.is_string() || id.is_number() || id.is_null()) {
+            return Err(invalid(Value::Null, "id must be a string or a number"));
+        }
+    }
+    if o.get("jsonrpc") != Some(&json!("2.0")) {
+        return Err(invalid(
+            id.unwrap_or(Value::Null),
+            "\"jsonrpc\" must be \"2.0\"",
+        ));
+    }
+    match o.remove("method") {
+        Some(Value::String(method)) => {
+            let params = o.remove("params").unwrap_or(Value::Null);
+            if !(params.is_object() || params.is_array() || params.is_null()) {
+                return Err(invalid(
+                    id.unwrap_or(Value::Null),
+                    "params must be an object or array",
+                ));
+            }
+            Ok(match id {
+                Some(id) => Message::Request { id, method, params },
+                None => Message::Notification { method, params },
+            })
+        }
+        Some(_) => Err(invalid(
+            id.unwrap_or(Value::Null),
+            "method must be a string",
+        )),
+        None => {
+            let (result, error) = (o.remove("result"), o.remove("error"));
+            match (id, result.is_some() ^ error.is_some()) {
+                (Some(id), true) => Ok(Message::Response { id, result, error }),
+                (id, _) => Err(invalid(
+                    id.unwrap_or(Value::Null),
+                    "a response needs an id and exactly one of result or error",
+                )),
+            }
+        }
+    }
+}
+
+/// A JSON-RPC error response body.
+pub fn error_body(id: &Value, code: i64, message: &str, data: Option<Value>) -> Bytes {
+    let mut error = json!({ "code": code, "message": message });
+    if let Some(d) = data {
+        error["data"] = d;
+    }
+    Bytes::from(json!({ "jsonrpc": "2.0", "id": id, "error": error }).to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_requests_notifications_responses_and_batches() {
+        let p = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#).unwrap();
+        assert!(!p.batch);
+        assert_eq!(p.messages[0].method(), Some("tools/list"));
+        let p = parse(br#"[{"jsonrpc":"2.0","method":"notifications/initialized"},{"jsonrpc":"2.0","id":"a","result":{}}]"#).unwrap();
+        assert!(p.batch);
+        assert!(matches!(p.messages[0], Message::Notification { .. }));
+        assert!(matches!(p.messages[1], Message::Response { .. }));
+    }
+
+    #[test]
+    fn malformed_bodies_get_the_right_codes() {
+        assert_eq!(parse(b"{nope").unwrap_err().code, PARSE_ERROR);
+        assert_eq!(parse(b"[]").unwrap_err().code, INVALID_REQUEST);
+        assert_eq!(parse(b"42").unwrap_err().code, INVALID_REQUEST);
+        let e = parse(br#"{"jsonrpc":"1.0","id":7,"method":"x"}"#).unwrap_err();
+        assert_eq!((e.code, e.id), (INVALID_REQUEST, json!(7)));
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":{},"method":"x"}"#)
+                .unwrap_err()
+                .code,
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":1,"result":1,"error":{}}"#)
+                .unwrap_err()
+                .code,
+            INVALID_REQUEST
+        );
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#)
+                .unwrap_err()
+                .code,
+            INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn error_bodies_are_well_formed() {
+        let b = error_body(&json!(3), PARSE_ERROR, "bad", Some(json!({"reason": "x"})));
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(v["id"], 3);
+        assert_eq!(v["error"]["code"], PARSE_ERROR);
+        assert_eq!(v["error"]["data"]["reason"], "x");
+    }
+}

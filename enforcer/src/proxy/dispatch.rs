@@ -1,0 +1,259 @@
+//! One accepted connection: identify it from the kernel record, tell TLS from plaintext, find
+//! its connector, and hand it to the inspecting HTTP proxy, the tunnel, or a refusal.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use enforcer_common::LEG_CLIENT;
+use rustls::pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::LazyConfigAcceptor;
+use tracing::{info_span, warn, Instrument as _};
+
+use super::{
+    http::{self, Flow},
+    relay,
+    upstream::{self, UpstreamConnector},
+    ProxyContext, UnknownDestinations,
+};
+use crate::{
+    connectors::Scheme,
+    kernel::addr::{canonical, from_words},
+    sessions::{Owner, SessionKey},
+};
+
+const TLS_HANDSHAKE_RECORD: u8 = 0x16;
+const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>) {
+    let Ok(local) = client.local_addr() else {
+        return;
+    };
+    let Some(rec) = ctx.flows.lookup(peer, local) else {
+        // Not an agent connection the kernel redirected: no identity, no service.
+        warn!(%peer, %local, "refused: no kernel record for this connection");
+        return;
+    };
+    let actor = ctx.identity.resolve(&rec);
+    let dest = SocketAddr::new(from_words(rec.orig_ip), rec.orig_port);
+    let span = info_span!(
+        "flow",
+        agent = %actor.agent,
+        instance = %actor.instance,
+        user = %actor.user,
+        pid = actor.pid,
+        exe = %actor.exe,
+        dest = %dest,
+        sni = tracing::field::Empty,
+    );
+    async move {
+        if ctx
+            .own_addrs
+            .iter()
+            .any(|a| canonical(*a) == canonical(dest))
+        {
+            warn!("refused: agent dialled the proxy directly");
+            return;
+        }
+        let _client_leg = match ctx.legs.register(&client, &rec, LEG_CLIENT) {
+            Ok(g) => g,
+            Err(e) => return warn!(error = %e, "refused: cannot register the client leg for kill"),
+        };
+        if !ctx.connectors.may_match(dest)
+            && ctx.unknown_destinations == UnknownDestinations::Tunnel
+        {
+            return relay::tunnel(client, dest, &rec, &ctx).await;
+        }
+        let first = match tokio::time::timeout(HELLO_TIMEOUT, peek_first_byte(&client)).await {
+            Ok(Some(b)) => b,
+            _ => return, // closed or silent: nothing to serve
+        };
+        let is_tls = first == TLS_HANDSHAKE_RECORD;
+        let sni = if is_tls {
+            match tokio::time::timeout(HELLO_TIMEOUT, peek_sni(&client)).await {
+                Ok(Ok(sni)) => sni,
+                Ok(Err(e)) => return warn!(error = %e, "refused: unreadable TLS ClientHello"),
+                Err(_) => return warn!("refused: TLS ClientHello timed out"),
+            }
+        } else {
+            None
+        };
+        if let Some(s) = &sni {
+            tracing::Span::current().record("sni", s.as_str());
+        }
+        let Some(connector) = ctx.connectors.find(sni.as_deref(), dest) else {
+            return unknown(client, dest, sni, is_tls, &rec, &ctx).await;
+        };
+        let upstream_tls = match connector.backend.scheme {
+            Scheme::Https => true,
+            Scheme::Http => false,
+            Scheme::SameAsAgent => is_tls,
+        };
+        let host = connector
+            .backend
+            .host
+            .clone()
+            .unwrap_or_else(|| dest.ip().to_string());
+        let port = connector.backend.port.unwrap_or(dest.port());
+        let tls = if upstream_tls {
+            let name = connector
+                .server_name
+                .clone()
+                .or_else(|| sni.clone())
+                .unwrap_or_else(|| host.clone());
+            match ServerName::try_from(name.clone()) {
+                Ok(n) => Some((connector.tls.clone(), n)),
+                Err(_) => {
+                    return warn!(server_name = %name, "refused: invalid upstream server name")
+                }
+            }
+        } else {
+            None
+        };
+        let session = ctx.sessions.get_or_create(
+            SessionKey {
+                instance_cgroup_id: rec.instance_cgroup_id,
+                connector: connector.id.clone(),
+            },
+            || Owner {
+                agent: actor.agent.clone(),
+                instance: actor.instance.clone(),
+                instance_id: actor.instance_id,
+                user: actor.user.clone(),
+            },
+            connector.idle_timeout,
+            || {
+                upstream::client(UpstreamConnector {
+                    host,
+                    port,
+                    tls,
+                    connector: connector.clone(),
+                    legs: ctx.legs.clone(),
+                    record: rec,
+                    connect_timeout: ctx.connect_timeout,
+                })
+            },
+        );
+        let flow = Arc::new(Flow {
+            ctx: ctx.clone(),
+            session,
+            connector: connector.clone(),
+            actor: actor.clone(),
+            upstream_scheme: if upstream_tls { "https" } else { "http" },
+            default_authority: match &sni {
+                Some(s) => format!("{s}:{}", dest.port()),
+                None => dest.to_string(),
+            },
+        });
+        if is_tls {
+            let name = sni.clone().unwrap_or_else(|| dest.ip().to_string());
+            if let Some(tls) = terminate_tls(client, &name, &ctx).await {
+                http::serve(tls, flow).await;
+            }
+        } else {
+            http::serve(client, flow).await
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+async fn peek_first_byte(s: &TcpStream) -> Option<u8> {
+    let mut b = [0u8; 1];
+    match s.peek(&mut b).await {
+        Ok(1) => Some(b[0]),
+        _ => None,
+    }
+}
+
+/// Read the SNI from the ClientHello without consuming it (the stream is only peeked), so
+/// the connection can still be tunnelled byte for byte.
+async fn peek_sni(s: &TcpStream) -> std::io::Result<Option<String>> {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut last = 0;
+    loop {
+        let n = s.peek(&mut buf).await?;
+        if n == 0 || n == last && n == buf.len() {
+            return Err(std::io::Error::other(
+                "ClientHello too large or connection closed",
+            ));
+        }
+        let mut acceptor = rustls::server::Acceptor::default();
+        acceptor.read_tls(&mut &buf[..n])?;
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                return Ok(accepted.client_hello().server_name().map(String::from))
+            }
+            Ok(None) => {}
+            Err((e, _)) => return Err(std::io::Error::other(e)),
+        }
+        if n == last {
+            // Nothing new yet: wait for more bytes to arrive.
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        last = n;
+    }
+}
+
+async fn terminate_tls(
+    client: TcpStream,
+    name: &str,
+    ctx: &ProxyContext,
+) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let config = match ctx.agent_tls.config_for(name) {
+        Ok(c) => c,
+        Err(e) => {
+            warn!(error = %e, "refused: cannot mint a certificate");
+            return None;
+        }
+    };
+    let start = LazyConfigAcceptor::new(rustls::server::Acceptor::default(), client);
+    let handshake = match start.await {
+        Ok(h) => h.into_stream(config),
+        Err(e) => {
+            warn!(error = %e, "TLS handshake with the agent failed");
+            return None;
+        }
+    };
+    match handshake.await {
+        Ok(s) => Some(s),
+        Err(e) => {
+            // Typically the agent does not trust the enforcer's CA (or pins certificates).
+            warn!(error = %e, "TLS handshake with the agent failed (does it trust the enforcer's CA?)");
+            None
+        }
+    }
+}
+
+async fn unknown(
+    client: TcpStream,
+    dest: SocketAddr,
+    sni: Option<String>,
+    is_tls: bool,
+    rec: &enforcer_common::ConnectRecord,
+    ctx: &ProxyContext,
+) {
+    let target = match &sni {
+        Some(s) => format!("{s}:{} ({dest})", dest.port()),
+        None => dest.to_string(),
+    };
+    match ctx.unknown_destinations {
+        UnknownDestinations::Tunnel => relay::tunnel(client, dest, rec, ctx).await,
+        UnknownDestinations::Deny => {
+            let reason = format!("destination {target} is not an MCP server the enforcer knows: no connector matches it");
+            warn!(
+                event = "unknown_destination",
+                "refused: no connector matches this destination"
+            );
+            // Say why in a form the agent can read: TLS with a minted leaf, then an HTTP 403
+            // carrying a JSON-RPC error. Non-HTTP clients simply see the connection close.
+            if is_tls {
+                let name = sni.unwrap_or_else(|| dest.ip().to_string());
+                if let Some(tls) = terminate_tls(client, &name, ctx).await {
+                    http::serve_refusal(tls, reason).await;
+                }
+            } else {
+                http::serve_refusal(client, reason).await;
+            }
+        }
+    }
+}

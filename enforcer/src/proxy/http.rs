@@ -1,0 +1,448 @@
+//! The HTTP side of an inspected flow: serve HTTP/1.1 and HTTP/2 to the agent, inspect each
+//! MCP message, inject the bound credential, and forward to the backend over the session's
+//! pool. Responses stream back frame by frame (SSE is never buffered) while a tap reads the
+//! JSON-RPC inside them.
+
+use std::{convert::Infallible, sync::Arc, time::Instant};
+
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt as _, Full};
+use hyper::body::Incoming;
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo},
+    server::conn::auto,
+};
+use serde_json::{json, Value};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tracing::{debug, info, warn};
+
+use super::{
+    upstream::{ProxyBody, UpstreamClient},
+    ProxyContext,
+};
+use crate::{
+    connectors::Connector,
+    credentials::{BindingRef, CredentialMode},
+    identity::Actor,
+    mcp::{
+        self,
+        jsonrpc::{self, Message},
+        sse::SseSplitter,
+        Kind,
+    },
+    sessions::Session,
+};
+
+/// Everything a request on one client flow needs.
+pub struct Flow {
+    pub ctx: Arc<ProxyContext>,
+    pub session: Arc<Session<UpstreamClient>>,
+    pub connector: Arc<Connector>,
+    pub actor: Actor,
+    /// "https" or "http" toward the backend.
+    pub upstream_scheme: &'static str,
+    /// Authority to use when the request carries no Host (SNI:port or the destination).
+    pub default_authority: String,
+}
+
+/// Serve one client connection until it ends or its session is closed.
+pub async fn serve<IO>(io: IO, flow: Arc<Flow>)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let session = flow.session.clone();
+    let _attached = session.client_flow();
+    let service = hyper::service::service_fn(move |req| {
+        let flow = flow.clone();
+        async move { Ok::<_, Infallible>(handle(req, flow).await) }
+    });
+    let builder = auto::Builder::new(TokioExecutor::new());
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::select! {
+        res = conn => if let Err(e) = res { debug!(error = %e, "client connection ended with an error") },
+        _ = session.cancelled() => info!(session = %session.id, "session closed: client flow dropped"),
+    }
+}
+
+/// Serve one client connection with a fixed refusal (no connector for its destination).
+pub async fn serve_refusal<IO>(io: IO, reason: String)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let reason = Arc::new(reason);
+    let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+        let reason = reason.clone();
+        async move {
+            Ok::<_, Infallible>(rpc_error(
+                StatusCode::FORBIDDEN,
+                &Value::Null,
+                jsonrpc::ENFORCER_REFUSED,
+                &reason,
+                Some(json!({ "reason_code": "unknown_destination" })),
+            ))
+        }
+    });
+    let _ = auto::Builder::new(TokioExecutor::new())
+        .serve_connection(TokioIo::new(io), service)
+        .await;
+}
+
+/// A JSON-RPC error as an HTTP response (SDKs relabel bodiless errors, so there is always a body).
+pub fn rpc_error(
+    status: StatusCode,
+    id: &Value,
+    code: i64,
+    message: &str,
+    data: Option<Value>,
+) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(jsonrpc::error_body(id, code, message, data)));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn full(b: Bytes) -> ProxyBody {
+    Full::new(b).map_err(|never| match never {}).boxed()
+}
+
+/// Headers that belong to one hop and are never forwarded.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "upgrade",
+];
+
+fn strip_hop_by_hop(h: &mut HeaderMap) {
+    let named: Vec<String> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
+        .collect();
+    for name in HOP_BY_HOP
+        .iter()
+        .copied()
+        .chain(named.iter().map(String::as_str))
+    {
+        h.remove(name);
+    }
+    h.remove(header::TRANSFER_ENCODING);
+}
+
+enum BodyError {
+    TooLarge,
+    Incomplete(hyper::Error),
+}
+
+/// Past the limit the rest of an oversized body is still read (up to this much) and thrown
+/// away, so the client gets a clean 413 rather than a reset stream mid-upload.
+const DRAIN_CAP: usize = 16 * 1024 * 1024;
+
+/// Read a request body of at most `limit` bytes.
+async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError> {
+    let mut buf = bytes::BytesMut::new();
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(BodyError::Incomplete)?;
+        if let Ok(data) = frame.into_data() {
+            seen += data.len();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            } else if seen > DRAIN_CAP {
+                break;
+            }
+        }
+    }
+    if seen > limit {
+        Err(BodyError::TooLarge)
+    } else {
+        Ok(buf.freeze())
+    }
+}
+
+/// A response that ends a request early (boxed: it is much larger than the Ok values).
+type Refusal = Box<Response<ProxyBody>>;
+
+/// What the request was, for the log line (and, later, the receipt).
+struct Inspected {
+    first_id: Value,
+    kind: Option<Kind>,
+    era: Option<mcp::Era>,
+    messages: usize,
+}
+
+async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> {
+    let started = Instant::now();
+    let _in_flight = flow.session.request();
+    let (mut parts, body) = req.into_parts();
+    let limit = flow.ctx.max_body_bytes;
+
+    let too_large = || {
+        warn!(limit, "refused: request body over the limit");
+        rpc_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            &Value::Null,
+            jsonrpc::INVALID_REQUEST,
+            &format!("request body exceeds the enforcer's limit of {limit} bytes"),
+            Some(json!({ "reason_code": "body_too_large", "limit_bytes": limit })),
+        )
+    };
+    let bytes = match read_body(body, limit).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return too_large(),
+        Err(BodyError::Incomplete(e)) => {
+            debug!(error = %e, "client body ended early");
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &Value::Null,
+                jsonrpc::INVALID_REQUEST,
+                "incomplete request body",
+                None,
+            );
+        }
+    };
+
+    let inspected = if parts.method == Method::POST {
+        match inspect_request(&parts.headers, &bytes, &flow) {
+            Ok(i) => i,
+            Err(resp) => return *resp,
+        }
+    } else {
+        Inspected {
+            first_id: Value::Null,
+            kind: None,
+            era: None,
+            messages: 0,
+        }
+    };
+    if let Some(sid) = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        flow.session.add_protocol_id(sid);
+    }
+
+    // The upstream request: same method, path, Host and headers, minus hop-by-hop ones.
+    let authority = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .map(String::from)
+        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
+        .unwrap_or_else(|| flow.default_authority.clone());
+    let path = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    let uri: Uri = match format!("{}://{authority}{path}", flow.upstream_scheme).parse() {
+        Ok(u) => u,
+        Err(_) => {
+            return rpc_error(
+                StatusCode::BAD_REQUEST,
+                &inspected.first_id,
+                jsonrpc::INVALID_REQUEST,
+                "invalid Host or path",
+                None,
+            )
+        }
+    };
+    strip_hop_by_hop(&mut parts.headers);
+    if parts.headers.get(header::HOST).is_none() {
+        if let Ok(v) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(header::HOST, v);
+        }
+    }
+    let (credential_mode, binding) = match apply_credentials(&mut parts.headers, &flow) {
+        Ok(x) => x,
+        Err(resp) => return *resp,
+    };
+    parts.uri = uri;
+    parts.version = http::Version::HTTP_11;
+    parts
+        .headers
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(bytes.len()));
+    let upstream_req = Request::from_parts(parts, full(bytes));
+
+    let method = upstream_req.method().clone();
+    let result = flow.session.state.request(upstream_req).await;
+    let latency_us = started.elapsed().as_micros() as u64;
+    let (tool, rpc) = describe(&inspected.kind);
+    let mut resp = match result {
+        Ok(resp) => resp,
+        Err(e) => {
+            let reason = error_chain(&e);
+            warn!(%method, rpc, tool, latency_us, error = %reason, "upstream request failed");
+            return rpc_error(
+                StatusCode::BAD_GATEWAY,
+                &inspected.first_id,
+                jsonrpc::ENFORCER_REFUSED,
+                "the enforcer could not reach the MCP server",
+                Some(
+                    json!({ "reason_code": "upstream_unavailable", "detail": reason, "connector": flow.connector.id }),
+                ),
+            );
+        }
+    };
+    if let Some(sid) = resp
+        .headers()
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        flow.session.add_protocol_id(sid);
+    }
+    info!(
+        %method,
+        rpc,
+        tool,
+        messages = inspected.messages,
+        era = ?inspected.era,
+        status = resp.status().as_u16(),
+        latency_us,
+        credential_mode = ?credential_mode,
+        binding = binding.as_ref().map(|b| b.to_string()).unwrap_or_default(),
+        session = %flow.session.id,
+        connector = %flow.connector.id,
+        route = %flow.connector.route_name,
+        backend = %flow.connector.backend.display,
+        "forwarded"
+    );
+    strip_hop_by_hop(resp.headers_mut());
+    let sse = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.starts_with("text/event-stream"));
+    resp.map(|body| tap(body, sse))
+}
+
+/// Parse and classify the JSON-RPC body; refuse malformed bodies and lying Mcp-* headers.
+fn inspect_request(headers: &HeaderMap, bytes: &Bytes, flow: &Flow) -> Result<Inspected, Refusal> {
+    let parsed = jsonrpc::parse(bytes).map_err(|e| {
+        warn!(code = e.code, error = %e.message, "refused: malformed JSON-RPC");
+        Box::new(rpc_error(
+            StatusCode::BAD_REQUEST,
+            &e.id,
+            e.code,
+            &e.message,
+            None,
+        ))
+    })?;
+    let first = parsed.messages.first();
+    let era = mcp::era(headers, first);
+    for m in &parsed.messages {
+        if let Err(why) = mcp::check_headers(headers, m) {
+            warn!(error = %why, "refused: Mcp-* headers do not match the body");
+            return Err(Box::new(rpc_error(
+                StatusCode::BAD_REQUEST,
+                m.id().unwrap_or(&Value::Null),
+                jsonrpc::HEADER_MISMATCH,
+                &why,
+                Some(json!({ "reason_code": "header_mismatch" })),
+            )));
+        }
+        if matches!(m, Message::Request { .. }) {
+            flow.session.count_call();
+        }
+        debug!(kind = ?mcp::classify(m), "request message");
+    }
+    Ok(Inspected {
+        first_id: first.and_then(Message::id).cloned().unwrap_or(Value::Null),
+        kind: first.map(mcp::classify),
+        era: Some(era),
+        messages: parsed.messages.len(),
+    })
+}
+
+/// Inject the bound credential (replacing the agent's Authorization, never adding to it), or
+/// record what passes through. A binding whose secret cannot be read refuses the request:
+/// falling back to the agent's own token would be a silent downgrade.
+fn apply_credentials(
+    headers: &mut HeaderMap,
+    flow: &Flow,
+) -> Result<(CredentialMode, Option<BindingRef>), Refusal> {
+    let store = &flow.ctx.credentials;
+    match store.binding_for(&flow.connector.id, &flow.actor.agent, &flow.actor.user) {
+        Some(b) => match store.injection(b) {
+            Ok(inj) => {
+                headers.remove(header::AUTHORIZATION);
+                headers.insert(inj.set.0, inj.set.1);
+                Ok((CredentialMode::Inject, Some(inj.binding)))
+            }
+            Err(e) => {
+                warn!(error = %e, "refused: bound credential unavailable");
+                Err(Box::new(rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    &Value::Null,
+                    jsonrpc::ENFORCER_REFUSED,
+                    "the enforcer's credential for this server is unavailable",
+                    Some(json!({ "reason_code": "credential_unavailable", "binding": b.id })),
+                )))
+            }
+        },
+        None if headers.contains_key(header::AUTHORIZATION) => {
+            Ok((CredentialMode::Passthrough, None))
+        }
+        None if flow.connector.mtls => Ok((CredentialMode::Mtls, None)),
+        None => Ok((CredentialMode::None, None)),
+    }
+}
+
+fn describe(kind: &Option<Kind>) -> (&str, &'static str) {
+    match kind {
+        Some(Kind::ToolsCall { tool, .. }) => (tool.as_str(), "tools/call"),
+        Some(Kind::ToolsList) => ("", "tools/list"),
+        Some(Kind::Initialize { .. }) => ("", "initialize"),
+        Some(Kind::Discover) => ("", "server/discover"),
+        Some(Kind::ResourcesRead { .. }) => ("", "resources/read"),
+        Some(Kind::PromptsGet { .. }) => ("", "prompts/get"),
+        Some(Kind::Notification { .. }) => ("", "notification"),
+        Some(Kind::Ping) => ("", "ping"),
+        Some(Kind::Other { .. }) => ("", "other"),
+        Some(Kind::Response { .. }) => ("", "response"),
+        None => ("", ""),
+    }
+}
+
+/// Pass the response body through frame by frame; read the JSON-RPC in SSE events as they go.
+fn tap(body: Incoming, sse: bool) -> ProxyBody {
+    let mut splitter = sse.then(SseSplitter::default);
+    body.map_frame(move |frame| {
+        if let (Some(s), Some(data)) = (splitter.as_mut(), frame.data_ref()) {
+            for event in s.feed(data) {
+                if let Ok(parsed) = jsonrpc::parse(event.as_bytes()) {
+                    for m in &parsed.messages {
+                        debug!(kind = ?mcp::classify(m), "stream message");
+                    }
+                }
+            }
+        }
+        frame
+    })
+    .map_err(|e| Box::new(e) as super::upstream::BoxError)
+    .boxed()
+}
+
+fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let s = c.to_string();
+        if !msg.contains(&s) {
+            msg.push_str(": ");
+            msg.push_str(&s);
+        }
+        cur = c.source();
+    }
+    msg
+}

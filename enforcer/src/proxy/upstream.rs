@@ -1,0 +1,190 @@
+//! The upstream leg: TCP (from the connector's route source address) plus TLS verified by
+//! rustls, pooled per enforcer session by hyper-util's client. Each upstream socket is
+//! registered as a proxy leg of the agent it serves, so a revocation destroys it too.
+
+use std::{
+    future::Future,
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use enforcer_common::{ConnectRecord, LEG_UPSTREAM};
+use http_body_util::combinators::BoxBody;
+use hyper::Uri;
+use hyper_util::{
+    client::legacy::{
+        connect::{Connected, Connection},
+        Client,
+    },
+    rt::{TokioExecutor, TokioIo},
+};
+use rustls::pki_types::ServerName;
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_rustls::{client::TlsStream, TlsConnector};
+use tokio_util::either::Either;
+
+use super::legs::{LegGuard, LegRegistry};
+use crate::connectors::Connector;
+
+pub type ProxyBody = BoxBody<Bytes, BoxError>;
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+pub type UpstreamClient = Client<UpstreamConnector, ProxyBody>;
+
+/// Where and how to reach one session's backend.
+#[derive(Clone)]
+pub struct UpstreamConnector {
+    pub host: String,
+    pub port: u16,
+    /// TLS toward the backend, with the name to send as SNI and verify.
+    pub tls: Option<(Arc<rustls::ClientConfig>, ServerName<'static>)>,
+    pub connector: Arc<Connector>,
+    pub legs: LegRegistry,
+    pub record: ConnectRecord,
+    pub connect_timeout: Duration,
+}
+
+pub fn client(c: UpstreamConnector) -> UpstreamClient {
+    Client::builder(TokioExecutor::new())
+        .pool_idle_timeout(Duration::from_secs(90))
+        .build(c)
+}
+
+impl tower_service::Service<Uri> for UpstreamConnector {
+    type Response = UpstreamIo;
+    type Error = io::Error;
+    type Future = Pin<Box<dyn Future<Output = io::Result<UpstreamIo>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, _uri: Uri) -> Self::Future {
+        let this = self.clone();
+        Box::pin(async move {
+            let started = Instant::now();
+            let result = tokio::time::timeout(this.connect_timeout, this.connect()).await;
+            let result = result.unwrap_or_else(|_| {
+                Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "upstream connect timed out",
+                ))
+            });
+            match &result {
+                Ok(_) => this.connector.record_ok(started.elapsed()),
+                Err(e) => this.connector.record_error(&e.to_string()),
+            }
+            result
+        })
+    }
+}
+
+impl UpstreamConnector {
+    async fn connect(&self) -> io::Result<UpstreamIo> {
+        let addr = resolve(&self.host, self.port).await?;
+        let socket = if addr.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        if let Some(bind) = self.connector.bind {
+            socket.bind(SocketAddr::new(bind, 0))?;
+        }
+        let tcp = socket.connect(addr).await?;
+        tcp.set_nodelay(true)?;
+        let leg = self.legs.register(&tcp, &self.record, LEG_UPSTREAM)?;
+        let io = match &self.tls {
+            None => Either::Left(tcp),
+            Some((config, name)) => {
+                let tls = TlsConnector::from(config.clone())
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| {
+                        io::Error::other(format!("upstream TLS with {}: {e}", name.to_str()))
+                    })?;
+                Either::Right(Box::new(tls))
+            }
+        };
+        let h2 = matches!(&io, Either::Right(t) if t.get_ref().1.alpn_protocol() == Some(crate::tls::ALPN_H2));
+        Ok(UpstreamIo {
+            io: TokioIo::new(io),
+            h2,
+            _leg: leg,
+        })
+    }
+}
+
+async fn resolve(host: &str, port: u16) -> io::Result<SocketAddr> {
+    if let Ok(ip) = host.parse() {
+        return Ok(SocketAddr::new(ip, port));
+    }
+    tokio::net::lookup_host((host, port))
+        .await?
+        .next()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("{host} does not resolve")))
+}
+
+/// Plain TCP or TLS toward the backend.
+type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
+
+/// One upstream connection; its PROXY_LEGS entry is removed when it closes.
+pub struct UpstreamIo {
+    io: TokioIo<Stream>,
+    h2: bool,
+    _leg: LegGuard,
+}
+
+impl Connection for UpstreamIo {
+    fn connected(&self) -> Connected {
+        let c = Connected::new();
+        if self.h2 {
+            c.negotiated_h2()
+        } else {
+            c
+        }
+    }
+}
+
+impl hyper::rt::Read for UpstreamIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: hyper::rt::ReadBufCursor<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_read(cx, buf)
+    }
+}
+
+impl hyper::rt::Write for UpstreamIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.io.is_write_vectored()
+    }
+}

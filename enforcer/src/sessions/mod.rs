@@ -1,0 +1,300 @@
+//! Enforcer sessions: one agent instance talking to one connector, made of client flows
+//! (agent <-> proxy) and backend flows (proxy <-> upstream). Protocol session ids
+//! (Mcp-Session-Id), where the era has them, are attributes. Idle sessions are closed on both
+//! legs: their client connections end and their upstream pool is dropped.
+
+use std::{
+    collections::{BTreeSet, HashMap},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
+    },
+    time::{Duration, Instant, SystemTime},
+};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SessionKey {
+    pub instance_cgroup_id: u64,
+    pub connector: String,
+}
+
+/// Who a session belongs to, for listings.
+#[derive(Debug, Clone, Serialize)]
+pub struct Owner {
+    pub agent: String,
+    pub instance: String,
+    pub instance_id: u64,
+    pub user: String,
+}
+
+pub struct Session<T> {
+    pub id: String,
+    pub owner: Owner,
+    pub connector: String,
+    pub created: SystemTime,
+    pub idle_limit: Duration,
+    started: Instant,
+    last_activity_ms: AtomicU64,
+    calls: AtomicU64,
+    in_flight: AtomicUsize,
+    client_flows: AtomicUsize,
+    protocol_ids: Mutex<BTreeSet<String>>,
+    cancel: CancellationToken,
+    /// Per-session state of the layer that owns the registry (the proxy's upstream pool).
+    pub state: T,
+}
+
+/// A serialisable view of a session.
+#[derive(Debug, Clone, Serialize)]
+pub struct SessionInfo {
+    pub id: String,
+    pub owner: Owner,
+    pub connector: String,
+    pub state: &'static str,
+    pub created: String,
+    pub idle_ms: u64,
+    pub idle_limit_ms: u64,
+    pub calls: u64,
+    pub in_flight: usize,
+    pub client_flows: usize,
+    pub protocol_session_ids: Vec<String>,
+}
+
+impl<T> Session<T> {
+    pub fn touch(&self) {
+        self.last_activity_ms
+            .store(self.started.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    pub fn count_call(&self) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn add_protocol_id(&self, id: &str) {
+        self.protocol_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id.to_string());
+    }
+
+    pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.cancel.cancelled()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Marks a request in flight until the guard drops; in-flight sessions are never idle.
+    pub fn request(self: &Arc<Self>) -> ActivityGuard<T> {
+        self.touch();
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        ActivityGuard {
+            session: self.clone(),
+            counter: Counter::InFlight,
+        }
+    }
+
+    /// Marks a client connection attached until the guard drops.
+    pub fn client_flow(self: &Arc<Self>) -> ActivityGuard<T> {
+        self.client_flows.fetch_add(1, Ordering::Relaxed);
+        ActivityGuard {
+            session: self.clone(),
+            counter: Counter::ClientFlow,
+        }
+    }
+
+    fn idle_for(&self) -> Duration {
+        let now = self.started.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_activity_ms.load(Ordering::Relaxed)))
+    }
+
+    pub fn info(&self) -> SessionInfo {
+        SessionInfo {
+            id: self.id.clone(),
+            owner: self.owner.clone(),
+            connector: self.connector.clone(),
+            state: if self.is_closed() {
+                "closed"
+            } else if self.in_flight.load(Ordering::Relaxed) > 0 {
+                "active"
+            } else {
+                "idle"
+            },
+            created: humantime::format_rfc3339_seconds(self.created).to_string(),
+            idle_ms: self.idle_for().as_millis() as u64,
+            idle_limit_ms: self.idle_limit.as_millis() as u64,
+            calls: self.calls.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            client_flows: self.client_flows.load(Ordering::Relaxed),
+            protocol_session_ids: self
+                .protocol_ids
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .cloned()
+                .collect(),
+        }
+    }
+}
+
+enum Counter {
+    InFlight,
+    ClientFlow,
+}
+
+pub struct ActivityGuard<T> {
+    session: Arc<Session<T>>,
+    counter: Counter,
+}
+
+impl<T> Drop for ActivityGuard<T> {
+    fn drop(&mut self) {
+        self.session.touch();
+        match self.counter {
+            Counter::InFlight => self.session.in_flight.fetch_sub(1, Ordering::Relaxed),
+            Counter::ClientFlow => self.session.client_flows.fetch_sub(1, Ordering::Relaxed),
+        };
+    }
+}
+
+pub struct Registry<T> {
+    sessions: Mutex<HashMap<SessionKey, Arc<Session<T>>>>,
+    next: AtomicU64,
+}
+
+impl<T> Default for Registry<T> {
+    fn default() -> Self {
+        Self {
+            sessions: Mutex::new(HashMap::new()),
+            next: AtomicU64::new(1),
+        }
+    }
+}
+
+impl<T> Registry<T> {
+    /// The live session for `key`, or a new one built with `state`.
+    pub fn get_or_create(
+        &self,
+        key: SessionKey,
+        owner: impl FnOnce() -> Owner,
+        idle_limit: Duration,
+        state: impl FnOnce() -> T,
+    ) -> Arc<Session<T>> {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(s) = map.get(&key) {
+            if !s.is_closed() {
+                return s.clone();
+            }
+        }
+        let n = self.next.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let session = Arc::new(Session {
+            id: format!("s-{:x}-{n}", std::process::id()),
+            owner: owner(),
+            connector: key.connector.clone(),
+            created: SystemTime::now(),
+            idle_limit,
+            started,
+            last_activity_ms: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            in_flight: AtomicUsize::new(0),
+            client_flows: AtomicUsize::new(0),
+            protocol_ids: Mutex::new(BTreeSet::new()),
+            cancel: CancellationToken::new(),
+            state: state(),
+        });
+        map.insert(key, session.clone());
+        session
+    }
+
+    pub fn list(&self) -> Vec<SessionInfo> {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v: Vec<_> = map.values().map(|s| s.info()).collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
+    /// Close and forget sessions idle past their limit; returns their ids.
+    pub fn reap_idle(&self) -> Vec<String> {
+        self.close_where(|s| {
+            s.in_flight.load(Ordering::Relaxed) == 0 && s.idle_for() > s.idle_limit
+        })
+    }
+
+    /// Close and forget the sessions matching `pred` (termination, revocation).
+    pub fn close_where(&self, pred: impl Fn(&Session<T>) -> bool) -> Vec<String> {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        let mut closed = Vec::new();
+        map.retain(|_, s| {
+            if pred(s) {
+                s.cancel.cancel();
+                closed.push(s.id.clone());
+                false
+            } else {
+                true
+            }
+        });
+        closed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner {
+            agent: "a".into(),
+            instance: "i".into(),
+            instance_id: 7,
+            user: "u".into(),
+        }
+    }
+
+    fn key(c: &str) -> SessionKey {
+        SessionKey {
+            instance_cgroup_id: 7,
+            connector: c.into(),
+        }
+    }
+
+    #[test]
+    fn one_session_per_instance_and_connector() {
+        let r: Registry<()> = Registry::default();
+        let a = r.get_or_create(key("x"), owner, Duration::from_secs(60), || ());
+        let b = r.get_or_create(key("x"), owner, Duration::from_secs(60), || ());
+        let c = r.get_or_create(key("y"), owner, Duration::from_secs(60), || ());
+        assert!(Arc::ptr_eq(&a, &b));
+        assert!(!Arc::ptr_eq(&a, &c));
+        a.add_protocol_id("abc");
+        a.count_call();
+        let info = r.list();
+        assert_eq!(info.len(), 2);
+        assert_eq!(
+            info.iter()
+                .find(|i| i.id == a.id)
+                .unwrap()
+                .protocol_session_ids,
+            vec!["abc"]
+        );
+    }
+
+    #[test]
+    fn idle_sessions_are_closed_unless_busy() {
+        let r: Registry<()> = Registry::default();
+        let busy = r.get_or_create(key("busy"), owner, Duration::from_millis(10), || ());
+        let idle = r.get_or_create(key("idle"), owner, Duration::from_millis(10), || ());
+        let _in_flight = busy.request();
+        std::thread::sleep(Duration::from_millis(30));
+        assert_eq!(r.reap_idle(), vec![idle.id.clone()]);
+        assert!(idle.is_closed());
+        assert!(!busy.is_closed());
+        // A closed session is replaced by a fresh one.
+        let again = r.get_or_create(key("idle"), owner, Duration::from_millis(10), || ());
+        assert_ne!(again.id, idle.id);
+    }
+}

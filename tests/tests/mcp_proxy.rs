@@ -1,0 +1,599 @@
+//! The TLS-terminating MCP proxy, end to end through the kernel redirect, with the official
+//! MCP Python SDK (PyPI `mcp` 2.x, tests/peers) as both client and server over real TLS.
+//!
+//! The upstream MCP server runs in the test host's upstream namespace with a certificate from
+//! a test CA the connector trusts, and demands a bearer token only the enforcer holds: the
+//! agent sends its own token, so every successful call proves the injection replaced it.
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::Child,
+    time::Duration,
+};
+
+use enforcer_tests::{bin, json_lines, lines, read_until, wait_for, TestHost};
+use serde_json::{json, Value};
+
+const UPSTREAM_TOKEN: &str = "upstream-secret-5f2c9e";
+const AGENT_TOKEN: &str = "agent-own-token-71ab";
+
+fn peers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+/// The Python with the pinned SDK: tests/peers/.venv, which .ci/run creates.
+fn python() -> String {
+    let venv = peers().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: create it with `python3 -m venv tests/peers/.venv && \
+         tests/peers/.venv/bin/pip install -r tests/peers/requirements.txt` (.ci/run does)",
+        venv.display()
+    );
+    venv.to_str().unwrap().to_string()
+}
+
+struct Mcp {
+    host: TestHost,
+    hosts_file: PathBuf,
+    _servers: Vec<Child>,
+}
+
+impl Drop for Mcp {
+    fn drop(&mut self) {
+        for s in &mut self._servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+/// A test host with three MCP servers upstream: TLS on 8443 (trusted CA, needs the upstream
+/// token), TLS on 8444 (certificate from a CA nobody trusts), plain HTTP on 8080.
+fn setup(test: &str, extra_toml: &str) -> Mcp {
+    let mut host = TestHost::new(test);
+    let up = host.up_v4.to_string();
+    let sans = vec!["DNS:mcp.test".to_string(), format!("IP:{up}")];
+    let (ca, cert, key) = host.make_pki("upstream", &sans);
+    let (_rogue_ca, rogue_cert, rogue_key) = host.make_pki("rogue", &sans);
+    let server = peers().join("mcp_server.py");
+    let server = server.to_str().unwrap();
+    let py = python();
+    let py = py.as_str();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (rogue_cert, rogue_key) = (rogue_cert.to_str().unwrap(), rogue_key.to_str().unwrap());
+    let servers = vec![
+        host.spawn_upstream(
+            &[
+                py,
+                server,
+                "--host",
+                &up,
+                "--port",
+                "8443",
+                "--certfile",
+                cert,
+                "--keyfile",
+                key,
+                "--expect-token",
+                UPSTREAM_TOKEN,
+            ],
+            "listening",
+        ),
+        host.spawn_upstream(
+            &[
+                py,
+                server,
+                "--host",
+                &up,
+                "--port",
+                "8444",
+                "--certfile",
+                rogue_cert,
+                "--keyfile",
+                rogue_key,
+            ],
+            "listening",
+        ),
+        host.spawn_upstream(&[py, server, "--host", &up, "--port", "8080"], "listening"),
+    ];
+    let creds = host.dir.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("mcp-token"), format!("{UPSTREAM_TOKEN}\n")).unwrap();
+    std::fs::set_permissions(
+        creds.join("mcp-token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    host.append_config(&format!(
+        r#"
+[proxy]
+max_body_bytes = 65536
+
+[credentials]
+dir = "{creds}"
+
+[[connectors]]
+id = "mcp-test"
+match = ["mcp.test:8443", "{up}:8443"]
+tls = {{ ca = "{ca}" }}
+
+[[connectors]]
+id = "rogue"
+match = ["mcp.test:8444"]
+tls = {{ ca = "{ca}" }}
+
+[[connectors]]
+id = "plain"
+match = ["{up}:8080"]
+idle_timeout_secs = 1
+
+[[bindings]]
+id = "mcp-token"
+connector = "mcp-test"
+secret = "mcp-token"
+version = 3
+{extra_toml}
+"#,
+        creds = creds.display(),
+        ca = ca.display(),
+    ));
+    let hosts_file = host.dir.join("hosts");
+    std::fs::write(&hosts_file, format!("127.0.0.1 localhost\n{up} mcp.test\n")).unwrap();
+    host.start_daemon();
+    Mcp {
+        host,
+        hosts_file,
+        _servers: servers,
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl Mcp {
+    /// Run the SDK client as an agent instance; `mcp.test` resolves to the upstream through a
+    /// private /etc/hosts (a mount namespace of its own). Returns its JSON lines.
+    fn client(&self, instance: &str, url: &str, args: &[&str]) -> Vec<Value> {
+        let out = self.client_cmd(instance, url, args).output().unwrap();
+        json_lines(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    fn client_cmd(&self, instance: &str, url: &str, args: &[&str]) -> std::process::Command {
+        let mut script = format!(
+            "mount --bind {} /etc/hosts && exec {} {} {}",
+            self.hosts_file.display(),
+            python(),
+            peers().join("mcp_client.py").display(),
+            shell_quote(url)
+        );
+        for a in args {
+            script.push(' ');
+            script.push_str(&shell_quote(a));
+        }
+        self.host.exec_cmd(
+            "sdk-agent",
+            instance,
+            &["unshare", "-m", "sh", "-c", &script],
+        )
+    }
+
+    /// curl as an agent instance (it trusts the enforcer's CA through SSL_CERT_FILE, which
+    /// `enforcer exec` sets). Returns (HTTP status, body).
+    fn curl(&self, instance: &str, url: &str, body_file: &Path) -> (u16, Value) {
+        let up = self.host.up_v4.to_string();
+        let resolve = format!("mcp.test:8443:{up}");
+        let data = format!("@{}", body_file.display());
+        let out = self
+            .host
+            .exec_cmd(
+                "curl-agent",
+                instance,
+                &[
+                    "curl",
+                    "-sS",
+                    "--resolve",
+                    &resolve,
+                    "-H",
+                    "Content-Type: application/json",
+                    "-H",
+                    "Accept: application/json, text/event-stream",
+                    "--data-binary",
+                    &data,
+                    "-w",
+                    "\n%{http_code}",
+                    url,
+                ],
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(json!(body)),
+        )
+    }
+
+    fn forwarded_lines(&self) -> Vec<Value> {
+        self.host
+            .daemon_log_lines()
+            .into_iter()
+            .filter(|l| l["fields"]["message"] == "forwarded")
+            .collect()
+    }
+}
+
+fn find<'a>(out: &'a [Value], key: &str) -> &'a Value {
+    out.iter()
+        .find(|v| v.get(key).is_some())
+        .unwrap_or_else(|| panic!("no {key:?} line in {out:?}"))
+}
+
+fn call<'a>(out: &'a [Value], tool: &str) -> &'a Value {
+    out.iter()
+        .find(|v| v["call"] == tool)
+        .unwrap_or_else(|| panic!("no call {tool:?} in {out:?}"))
+}
+
+#[test]
+fn session_era_round_trips_with_the_credential_injected_and_headers_preserved() {
+    let m = setup("mcp-session", "");
+    let out = m.client(
+        "s1",
+        "https://mcp.test:8443/mcp",
+        &[
+            "--mode",
+            "legacy",
+            "--token",
+            AGENT_TOKEN,
+            "--calls",
+            "echo:hello",
+            "whoami",
+        ],
+    );
+    let connected = &find(&out, "connected")["connected"];
+    assert_eq!(connected["era"], "session", "{out:?}");
+    let tools = find(&out, "tools")["tools"].as_array().unwrap().clone();
+    for t in [
+        "echo",
+        "slow_count",
+        "whoami",
+        "leak_secret",
+        "delete_everything",
+    ] {
+        assert!(tools.contains(&json!(t)), "{tools:?}");
+    }
+    assert_eq!(call(&out, "echo")["result"], "hello");
+    let who: Value =
+        serde_json::from_str(call(&out, "whoami")["result"].as_str().unwrap()).unwrap();
+    let h = &who["headers"];
+    assert_eq!(h["host"], "mcp.test:8443", "Host preserved: {h}");
+    assert_eq!(
+        h["authorization"],
+        format!("Bearer {UPSTREAM_TOKEN}"),
+        "agent token replaced: {h}"
+    );
+    assert!(
+        h["mcp-session-id"].is_string(),
+        "session id passed through: {h}"
+    );
+    assert!(h["mcp-protocol-version"].is_string(), "{h}");
+
+    let fwd = m.forwarded_lines();
+    let tool_call = fwd
+        .iter()
+        .find(|l| l["fields"]["tool"] == "whoami")
+        .unwrap_or_else(|| panic!("no forwarded whoami: {fwd:?}"));
+    assert_eq!(tool_call["fields"]["credential_mode"], "Inject");
+    assert_eq!(tool_call["fields"]["binding"], "mcp-token@v3");
+    assert_eq!(tool_call["span"]["agent"], "sdk-agent");
+    assert_eq!(tool_call["span"]["sni"], "mcp.test");
+    // The secret never reaches the logs; neither does the agent's own token.
+    let log = std::fs::read_to_string(m.host.dir.join("daemon.log")).unwrap();
+    assert!(!log.contains(UPSTREAM_TOKEN) && !log.contains(AGENT_TOKEN));
+
+    // The session registry, from the admin API: one enforcer session for this instance and
+    // connector, its calls counted, the protocol session id attached.
+    let sessions = admin(&m.host, &["sessions", "--json"]);
+    let s = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["owner"]["instance"] == "s1" && s["connector"] == "mcp-test")
+        .unwrap_or_else(|| panic!("no session: {sessions}"))
+        .clone();
+    assert_eq!(s["owner"]["agent"], "sdk-agent");
+    assert!(
+        s["calls"].as_u64().unwrap() >= 3,
+        "initialize, tools/list, 2 calls: {s}"
+    );
+    assert_eq!(
+        s["protocol_session_ids"].as_array().unwrap().len(),
+        1,
+        "{s}"
+    );
+    assert_eq!(
+        s["protocol_session_ids"][0].as_str(),
+        h["mcp-session-id"].as_str(),
+        "{s}"
+    );
+    assert_eq!(s["idle_limit_ms"], 300_000);
+    let connectors = admin(&m.host, &["connectors", "--json"]);
+    let c = &connectors["connectors"][0];
+    assert_eq!(c["id"], "mcp-test");
+    assert_eq!(c["status"]["reachable"], true, "{c}");
+    assert!(c["status"]["last_latency_us"].as_u64().unwrap() > 0);
+    // The human table says the same.
+    let table = m.host.enforcer(&["sessions"]);
+    assert!(String::from_utf8_lossy(&table.stdout).contains("sdk-agent"));
+}
+
+fn admin(host: &TestHost, args: &[&str]) -> Value {
+    let out = host.enforcer(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn stateless_era_round_trips_with_mcp_headers_preserved() {
+    let m = setup("mcp-stateless", "");
+    let out = m.client(
+        "s1",
+        "https://mcp.test:8443/mcp",
+        &[
+            "--mode",
+            "2026-07-28",
+            "--token",
+            AGENT_TOKEN,
+            "--calls",
+            "echo:hi",
+            "whoami:tagged",
+        ],
+    );
+    assert_eq!(
+        find(&out, "connected")["connected"]["era"],
+        "stateless",
+        "{out:?}"
+    );
+    assert_eq!(call(&out, "echo")["result"], "hi");
+    let who: Value =
+        serde_json::from_str(call(&out, "whoami")["result"].as_str().unwrap()).unwrap();
+    let h = &who["headers"];
+    assert_eq!(h["mcp-method"], "tools/call", "{h}");
+    assert_eq!(h["mcp-name"], "whoami", "{h}");
+    assert_eq!(h["mcp-param-tag"], "tagged", "Mcp-Param-* forwarded: {h}");
+    assert_eq!(h["host"], "mcp.test:8443");
+    assert_eq!(h["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
+    assert!(h.get("mcp-session-id").is_none_or(Value::is_null), "{h}");
+    let fwd = m.forwarded_lines();
+    assert!(
+        fwd.iter().any(|l| l["fields"]["era"] == "Some(Stateless)"),
+        "{fwd:?}"
+    );
+}
+
+#[test]
+fn progress_notifications_stream_through_as_they_happen() {
+    let m = setup("mcp-stream", "");
+    let out = m.client(
+        "s1",
+        "https://mcp.test:8443/mcp",
+        &["--mode", "legacy", "--calls", "slow_count:5:300"],
+    );
+    let times: Vec<u64> = out
+        .iter()
+        .filter(|v| v.get("progress").is_some())
+        .map(|v| v["t_ms"].as_f64().unwrap() as u64)
+        .collect();
+    assert_eq!(times.len(), 5, "{out:?}");
+    assert_eq!(call(&out, "slow_count")["result"], "done");
+    // Each notification arrives on its own, about 300 ms after the previous one: not a burst
+    // released at the end.
+    for pair in times.windows(2) {
+        let gap = pair[1] - pair[0];
+        assert!(gap >= 150, "notifications bunched together: {times:?}");
+    }
+    assert!(
+        times[0] < 1000,
+        "the first notification was held back: {times:?}"
+    );
+}
+
+#[test]
+fn unknown_destinations_are_refused_with_a_clear_reason() {
+    let m = setup("mcp-unknown", "");
+    let accepted = m.host.upstream_accepted();
+    // The netprobe upstream on 7000 is not an MCP server any connector names.
+    let url = format!("https://{}:7000/mcp", m.host.up_v4);
+    let out = m.client("u1", &url, &["--mode", "legacy"]);
+    let err = find(&out, "error");
+    let text = err.to_string();
+    assert!(text.contains("no connector matches"), "{err}");
+    assert_eq!(
+        m.host.upstream_accepted(),
+        accepted,
+        "nothing reached the upstream"
+    );
+    let refusals = m
+        .host
+        .daemon_log_lines()
+        .into_iter()
+        .filter(|l| l["fields"]["event"] == "unknown_destination")
+        .count();
+    assert!(refusals >= 1);
+}
+
+#[test]
+fn bad_bodies_are_refused_while_another_session_keeps_working() {
+    let m = setup("mcp-badbody", "");
+    // A long streaming call in one agent...
+    let mut busy = m
+        .client_cmd(
+            "busy",
+            "https://mcp.test:8443/mcp",
+            &["--mode", "legacy", "--calls", "slow_count:6:250"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut busy_out = lines(&mut busy);
+    assert!(
+        read_until(&mut busy_out, |v| v.get("progress").is_some()).is_some(),
+        "busy call started"
+    );
+
+    // ...while another agent sends malformed and oversized bodies.
+    let url = "https://mcp.test:8443/mcp";
+    let bad = m.host.dir.join("bad.json");
+    std::fs::write(&bad, "{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": ").unwrap();
+    let (status, body) = m.curl("c1", url, &bad);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["code"], -32700, "{body}");
+
+    let invalid = m.host.dir.join("invalid.json");
+    std::fs::write(
+        &invalid,
+        r#"{"jsonrpc":"1.0","id":9,"method":"tools/list"}"#,
+    )
+    .unwrap();
+    let (status, body) = m.curl("c2", url, &invalid);
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(
+        (body["error"]["code"].clone(), body["id"].clone()),
+        (json!(-32600), json!(9)),
+        "{body}"
+    );
+
+    let big = m.host.dir.join("big.json");
+    let padding = "x".repeat(70_000);
+    std::fs::write(
+        &big,
+        json!({"jsonrpc": "2.0", "id": 2, "method": "tools/call",
+               "params": {"name": "echo", "arguments": {"text": padding}}})
+        .to_string(),
+    )
+    .unwrap();
+    let (status, body) = m.curl("c3", url, &big);
+    assert_eq!(status, 413, "{body}");
+    assert_eq!(
+        body["error"]["data"]["reason_code"], "body_too_large",
+        "{body}"
+    );
+
+    // The streaming call was untouched.
+    let rest: Vec<Value> = std::iter::from_fn(|| read_until(&mut busy_out, |_| true)).collect();
+    let _ = busy.wait();
+    assert_eq!(
+        rest.iter().filter(|v| v.get("progress").is_some()).count(),
+        5,
+        "{rest:?}"
+    );
+    assert!(
+        rest.iter()
+            .any(|v| v["call"] == "slow_count" && v["result"] == "done"),
+        "{rest:?}"
+    );
+}
+
+#[test]
+fn an_upstream_certificate_the_connector_does_not_trust_is_refused() {
+    let m = setup("mcp-rogue", "");
+    let out = m.client("r1", "https://mcp.test:8444/mcp", &["--mode", "legacy"]);
+    let err = find(&out, "error").to_string();
+    assert!(err.contains("upstream_unavailable"), "{err}");
+    assert!(
+        err.contains("certificate") || err.contains("UnknownIssuer"),
+        "the reason names the certificate problem: {err}"
+    );
+    let warn = m
+        .host
+        .daemon_log_lines()
+        .into_iter()
+        .find(|l| l["fields"]["message"] == "upstream request failed")
+        .expect("logged");
+    assert!(
+        warn["fields"]["error"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{warn}"
+    );
+    // Route status records the failure for the operator.
+    let connectors = admin(&m.host, &["connectors", "--json"]);
+    let rogue = connectors["connectors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "rogue")
+        .unwrap()
+        .clone();
+    assert_eq!(rogue["status"]["reachable"], false, "{rogue}");
+    assert!(
+        rogue["status"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("certificate"),
+        "{rogue}"
+    );
+}
+
+#[test]
+fn plain_http_mcp_is_inspected_and_idle_sessions_close_on_both_legs() {
+    let m = setup("mcp-plain", "");
+    let url = format!("http://{}:8080/mcp", m.host.up_v4);
+    let out = m.client("p1", &url, &["--mode", "legacy", "--calls", "echo:plain"]);
+    assert_eq!(call(&out, "echo")["result"], "plain", "{out:?}");
+    assert!(m
+        .forwarded_lines()
+        .iter()
+        .any(|l| l["fields"]["tool"] == "echo"));
+
+    // A keep-alive client flow left idle past the connector's 1 s limit is closed by the
+    // enforcer, and the session's upstream connections go with it.
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#;
+    let addr = format!("{}:8080", m.host.up_v4);
+    let probe = bin("netprobe");
+    let out = m
+        .host
+        .exec_cmd(
+            "idler",
+            "i1",
+            &[
+                probe.to_str().unwrap(),
+                "http-idle",
+                &addr,
+                &addr,
+                body,
+                "5000",
+            ],
+        )
+        .output()
+        .unwrap();
+    let out = json_lines(&String::from_utf8_lossy(&out.stdout));
+    assert!(out[0]["status"].is_string(), "{out:?}");
+    let closed = out[1]["closed_after_ms"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("not closed: {out:?}"));
+    assert!((500..4000).contains(&closed), "closed after {closed} ms");
+    let drained = wait_for(Duration::from_secs(5), || {
+        m.host.status()["map_entries"]["PROXY_LEGS"] == 0
+    });
+    assert!(drained.is_some(), "upstream legs left: {}", m.host.status());
+    assert!(m
+        .host
+        .daemon_log_lines()
+        .iter()
+        .any(|l| l["fields"]["message"] == "idle session closed on both legs"));
+}
