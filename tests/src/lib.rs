@@ -102,6 +102,10 @@ pub struct TestHost {
     pub host_v4: Ipv4Addr,
     pub up_v4: Ipv4Addr,
     pub up_v6: Ipv6Addr,
+    /// The host namespace's end of the veth pair (the route to the upstream).
+    pub veth_host: String,
+    /// The upstream namespace's end of the veth pair.
+    pub veth_up: String,
     daemon: Option<Child>,
     upstream: Option<Child>,
     daemon_log: PathBuf,
@@ -199,6 +203,8 @@ impl TestHost {
             host_v4,
             up_v4,
             up_v6,
+            veth_host: veth_h.clone(),
+            veth_up: veth_u.clone(),
             daemon: None,
             upstream: None,
         };
@@ -368,6 +374,38 @@ impl TestHost {
         json_lines(&String::from_utf8_lossy(&out.stdout))
     }
 
+    /// Start netprobe in the host namespace, outside the agents' subtree, in the background.
+    pub fn spawn_outside(&self, probe_args: &[&str]) -> Child {
+        self.nsenter(&self.ns_host)
+            .arg(bin("netprobe"))
+            .args(probe_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("netprobe outside")
+    }
+
+    /// Start netprobe in the upstream namespace in the background (e.g. a UDP sink).
+    pub fn spawn_upstream(&self, probe_args: &[&str]) -> Child {
+        self.nsenter(&self.ns_up)
+            .arg(bin("netprobe"))
+            .args(probe_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("netprobe upstream")
+    }
+
+    /// Set a sysctl (`key=value`) in the host namespace.
+    pub fn sysctl(&self, key_value: &str) {
+        sysctl_in(&self.ns_host, key_value);
+    }
+
+    /// Set a sysctl (`key=value`) in the upstream namespace.
+    pub fn sysctl_up(&self, key_value: &str) {
+        sysctl_in(&self.ns_up, key_value);
+    }
+
     /// Allow unprivileged-style ICMP ping sockets in the host namespace, so a refusal comes
     /// from the enforcer rather than from the kernel's default ping_group_range.
     pub fn allow_ping_sockets(&self) {
@@ -379,6 +417,16 @@ impl TestHost {
             "net.ipv4.ping_group_range=0 2147483647",
         ]);
     }
+}
+
+fn sysctl_in(ns: &str, key_value: &str) {
+    sh(&[
+        "nsenter",
+        &format!("--net=/run/netns/{ns}"),
+        "sysctl",
+        "-qw",
+        key_value,
+    ]);
 }
 
 /// Read JSON lines from a child's stdout until `pred` matches one (or the stream ends).
