@@ -23,6 +23,13 @@ use serde_json::Value;
 
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
+/// Config for tests whose upstreams are raw TCP services no connector describes: the proxy
+/// tunnels them (its default is to refuse unknown destinations).
+pub const TUNNEL_CONFIG: &str = "[proxy]\nunknown_destinations = \"tunnel\"\n";
+
+/// The proxy's listening addresses, as an agent's redirected socket sees its peer.
+pub const PROXY_ADDRS: [&str; 2] = ["127.0.0.1:15001", "[::1]:15001"];
+
 /// Upstream ports served in the "up" namespace on both address families.
 pub const UPSTREAM_PORTS: std::ops::Range<u16> = 7000..7020;
 
@@ -102,6 +109,10 @@ pub struct TestHost {
     pub host_v4: Ipv4Addr,
     pub up_v4: Ipv4Addr,
     pub up_v6: Ipv6Addr,
+    /// The host namespace's end of the veth pair (the route to the upstream).
+    pub veth_host: String,
+    /// The upstream namespace's end of the veth pair.
+    pub veth_up: String,
     daemon: Option<Child>,
     upstream: Option<Child>,
     daemon_log: PathBuf,
@@ -199,6 +210,8 @@ impl TestHost {
             host_v4,
             up_v4,
             up_v6,
+            veth_host: veth_h.clone(),
+            veth_up: veth_u.clone(),
             daemon: None,
             upstream: None,
         };
@@ -291,6 +304,19 @@ impl TestHost {
         }
     }
 
+    /// The daemon's log line for the tunnelled flow opened by `pid` (it carries the kernel's
+    /// identity of the caller in its span), waiting up to 5 s for it.
+    pub fn tunnel_line(&self, pid: u64) -> Value {
+        let mut found = None;
+        wait_for(Duration::from_secs(5), || {
+            found = self.daemon_log_lines().into_iter().find(|l| {
+                l["fields"]["event"] == "tunnel" && l["span"]["pid"] == serde_json::json!(pid)
+            });
+            found.is_some()
+        });
+        found.unwrap_or_else(|| panic!("no tunnel log line for pid {pid}"))
+    }
+
     pub fn daemon_log_lines(&self) -> Vec<Value> {
         json_lines(&fs::read_to_string(&self.daemon_log).unwrap_or_default())
     }
@@ -303,6 +329,11 @@ impl TestHost {
             .arg("--config")
             .arg(&self.config)
             .args(args))
+    }
+
+    /// A kernel counter from `enforcer status --json`.
+    pub fn counter(&self, name: &str) -> u64 {
+        self.status()["counters"][name].as_u64().expect("counter")
     }
 
     /// `enforcer status --json`.
@@ -489,6 +520,38 @@ impl TestHost {
         json_lines(&String::from_utf8_lossy(&out.stdout))
     }
 
+    /// Start netprobe in the host namespace, outside the agents' subtree, in the background.
+    pub fn spawn_outside(&self, probe_args: &[&str]) -> Child {
+        self.nsenter(&self.ns_host)
+            .arg(bin("netprobe"))
+            .args(probe_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("netprobe outside")
+    }
+
+    /// Start netprobe in the upstream namespace in the background (e.g. a UDP sink).
+    pub fn spawn_probe_upstream(&self, probe_args: &[&str]) -> Child {
+        self.nsenter(&self.ns_up)
+            .arg(bin("netprobe"))
+            .args(probe_args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("netprobe upstream")
+    }
+
+    /// Set a sysctl (`key=value`) in the host namespace.
+    pub fn sysctl(&self, key_value: &str) {
+        sysctl_in(&self.ns_host, key_value);
+    }
+
+    /// Set a sysctl (`key=value`) in the upstream namespace.
+    pub fn sysctl_up(&self, key_value: &str) {
+        sysctl_in(&self.ns_up, key_value);
+    }
+
     /// Allow unprivileged-style ICMP ping sockets in the host namespace, so a refusal comes
     /// from the enforcer rather than from the kernel's default ping_group_range.
     pub fn allow_ping_sockets(&self) {
@@ -500,6 +563,16 @@ impl TestHost {
             "net.ipv4.ping_group_range=0 2147483647",
         ]);
     }
+}
+
+fn sysctl_in(ns: &str, key_value: &str) {
+    sh(&[
+        "nsenter",
+        &format!("--net=/run/netns/{ns}"),
+        "sysctl",
+        "-qw",
+        key_value,
+    ]);
 }
 
 /// Read JSON lines from a child's stdout until `pred` matches one (or the stream ends).

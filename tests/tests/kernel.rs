@@ -4,30 +4,17 @@
 
 use std::time::Duration;
 
-use enforcer_tests::{lines, read_until, wait_for, TestHost, UPSTREAM_PORTS};
+use enforcer_tests::{
+    lines, read_until, wait_for, TestHost, PROXY_ADDRS, TUNNEL_CONFIG, UPSTREAM_PORTS,
+};
 use serde_json::{json, Value};
 
 const EPERM: i64 = 1;
 const ECONNREFUSED: i64 = 111;
 const ECONNABORTED: i64 = 103;
 
-/// These tests exercise the kernel path with raw TCP upstreams that no connector describes:
-/// the proxy tunnels them (its default is to refuse unknown destinations).
-const TUNNEL: &str = "[proxy]\nunknown_destinations = \"tunnel\"\n";
-
 fn tunnel_host(name: &str) -> TestHost {
-    TestHost::with_config(name, TUNNEL)
-}
-
-/// The daemon's tunnel log line for the flow opened by `pid`.
-fn relay_line(host: &TestHost, pid: u64) -> Option<Value> {
-    host.daemon_log_lines()
-        .into_iter()
-        .find(|l| l["fields"]["event"] == "tunnel" && l["span"]["pid"] == json!(pid))
-}
-
-fn proxy_addrs() -> [&'static str; 2] {
-    ["127.0.0.1:15001", "[::1]:15001"]
+    TestHost::with_config(name, TUNNEL_CONFIG)
 }
 
 #[test]
@@ -46,13 +33,13 @@ fn redirects_v4_and_v6_with_kernel_identity_for_two_agents_two_instances() {
                 assert_eq!(r["ok"], true, "{agent}/{instance} -> {dest}: {r}");
                 // The agent's socket was rewritten to the proxy...
                 assert!(
-                    proxy_addrs().contains(&r["peer"].as_str().unwrap()),
+                    PROXY_ADDRS.contains(&r["peer"].as_str().unwrap()),
                     "not redirected: {r}"
                 );
                 // ...and the proxy relayed it to the original destination.
                 assert_eq!(r["greeting"]["upstream"], json!(dest), "{r}");
                 let pid = r["pid"].as_u64().unwrap();
-                let line = wait_for_line(&host, pid);
+                let line = host.tunnel_line(pid);
                 let span = &line["span"];
                 assert_eq!(span["agent"], agent, "{line}");
                 assert_eq!(span["instance"], instance, "{line}");
@@ -74,16 +61,7 @@ fn redirects_v4_and_v6_with_kernel_identity_for_two_agents_two_instances() {
         json!(host.upstream_v4(7002).to_string()),
         "{r}"
     );
-    assert!(proxy_addrs().contains(&r["peer"].as_str().unwrap()), "{r}");
-}
-
-fn wait_for_line(host: &TestHost, pid: u64) -> Value {
-    let mut found = None;
-    wait_for(Duration::from_secs(5), || {
-        found = relay_line(host, pid);
-        found.is_some()
-    });
-    found.unwrap_or_else(|| panic!("no relay log line for pid {pid}"))
+    assert!(PROXY_ADDRS.contains(&r["peer"].as_str().unwrap()), "{r}");
 }
 
 #[test]
@@ -121,17 +99,13 @@ fn leaves_processes_outside_the_subtree_and_the_proxy_itself_alone() {
     // own address, not the proxy's.
     assert_eq!(r["peer"], json!(dest), "{r}");
     assert_eq!(r["greeting"]["peer"], r["local"], "{r}");
-    let redirected_before = counter(&host, "redirected");
+    let redirected_before = host.counter("redirected");
     let r = &host.agent("a", "i", &["connect", &dest])[0];
     assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(counter(&host, "redirected"), redirected_before + 1);
+    assert_eq!(host.counter("redirected"), redirected_before + 1);
     // The proxy's own upstream connection went out unredirected (else it would have looped
     // back into the proxy and never reached the upstream).
     assert_eq!(r["greeting"]["upstream"], json!(dest));
-}
-
-fn counter(host: &TestHost, name: &str) -> u64 {
-    host.status()["counters"][name].as_u64().unwrap()
 }
 
 #[test]
@@ -175,7 +149,7 @@ fn refuses_udp_except_dns_to_resolvers_and_sockets_that_could_bypass() {
     // The ping socket is refused by the enforcer (the namespace allows it), visible in the
     // counters.
     assert_eq!(host.outside(&["socket", "icmp"])[0]["ok"], true);
-    assert!(counter(&host, "socket_refused") >= 2);
+    assert!(host.counter("socket_refused") >= 2);
 }
 
 #[test]
@@ -338,7 +312,7 @@ fn ten_thousand_connections_leave_no_map_entries_behind() {
             .all(|m| entries[m] == 0)
     });
     assert!(drained.is_some(), "entries left behind: {entries}");
-    assert!(counter(&host, "flows_indexed") >= 10000);
+    assert!(host.counter("flows_indexed") >= 10000);
 }
 
 #[test]
