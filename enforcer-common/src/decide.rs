@@ -70,6 +70,14 @@ pub fn proxy_addr6(settings: &Settings) -> [u32; 4] {
     }
 }
 
+/// A socket bound to a device (SO_BINDTODEVICE) other than loopback must not be sent to the
+/// proxy: the rewritten destination would be routed out of that device, where an on-link host
+/// answering for the proxy's loopback address would get the flow instead of the proxy.
+#[inline(always)]
+pub fn redirect_allowed_on_device(bound_dev_if: u32) -> bool {
+    bound_dev_if == 0 || bound_dev_if == crate::LOOPBACK_IFINDEX
+}
+
 /// Which sockets an agent may create at all: TCP and UDP over IPv4/IPv6. Raw sockets, ICMP
 /// ping sockets, MPTCP and SCTP are refused at socket() (they could bypass the redirect).
 #[inline(always)]
@@ -172,6 +180,13 @@ mod tests {
         assert!(!socket_allowed(3, 255)); // raw
         assert!(!socket_allowed(SOCK_STREAM, 262)); // MPTCP
         assert!(!socket_allowed(SOCK_STREAM, 132)); // SCTP
+    }
+
+    #[test]
+    fn redirects_only_unbound_or_loopback_bound_sockets() {
+        assert!(redirect_allowed_on_device(0));
+        assert!(redirect_allowed_on_device(1));
+        assert!(!redirect_allowed_on_device(2));
     }
 
     #[test]

@@ -65,6 +65,8 @@ pub const SOCK_DGRAM: u32 = 2;
 pub const IPPROTO_TCP: u32 = 6;
 pub const IPPROTO_UDP: u32 = 17;
 pub const DNS_PORT: u16 = 53;
+/// The loopback device's index, the same in every network namespace.
+pub const LOOPBACK_IFINDEX: u32 = 1;
 
 /// Runtime settings written by the daemon into the single-slot SETTINGS array.
 /// A zero `proxy_port` means "no proxy configured": agent TCP is refused (fail closed).
@@ -191,7 +193,8 @@ pub mod counter {
     pub const SOCKET_REFUSED: u32 = 7;
     pub const SKB_DROPPED: u32 = 8;
     pub const FLOWS_INDEXED: u32 = 9;
-    pub const COUNT: u32 = 10;
+    pub const REFUSED_BOUND_DEVICE: u32 = 10;
+    pub const COUNT: u32 = 11;
     pub const NAMES: [&str; COUNT as usize] = [
         "redirected",
         "allowlisted",
@@ -203,6 +206,7 @@ pub mod counter {
         "socket_refused",
         "skb_dropped",
         "flows_indexed",
+        "refused_bound_device",
     ];
 }
 

@@ -19,7 +19,9 @@ use aya_ebpf::{
 use aya_log_ebpf::debug;
 use enforcer_common::{
     counter,
-    decide::{proxy_addr6, tcp_verdict, udp_allowed, v4_mapped, TcpVerdict},
+    decide::{
+        proxy_addr6, redirect_allowed_on_device, tcp_verdict, udp_allowed, v4_mapped, TcpVerdict,
+    },
     ConnectRecord, Settings, AF_INET, AF_INET6, RECORD_ALLOWLISTED, SOCK_DGRAM, SOCK_STREAM,
 };
 
@@ -88,7 +90,18 @@ fn on_connect(ctx: &SockAddrContext, dst: [u32; 4], port: u16, family: u16, sock
         count(counter::SOCKET_REFUSED);
         return REFUSE_SYSCALL;
     }
-    match tcp_verdict(settings, dst, port, addr_listed(&ALLOW, dst, port)) {
+    let verdict = tcp_verdict(settings, dst, port, addr_listed(&ALLOW, dst, port));
+    if matches!(verdict, TcpVerdict::Redirect | TcpVerdict::ToProxy)
+        && !redirect_allowed_on_device(bound_device(ctx))
+    {
+        count(counter::REFUSED_BOUND_DEVICE);
+        debug!(
+            ctx,
+            "refused connect on a socket bound to a non-loopback device"
+        );
+        return REFUSE_SYSCALL;
+    }
+    match verdict {
         TcpVerdict::RefuseNoProxy => {
             count(counter::REFUSED_NO_PROXY);
             REFUSE_SYSCALL
@@ -113,6 +126,19 @@ fn on_connect(ctx: &SockAddrContext, dst: [u32; 4], port: u16, family: u16, sock
             rewrite_to_proxy(ctx, settings, family);
             count(counter::REDIRECTED);
             ALLOW_SYSCALL
+        }
+    }
+}
+
+/// SO_BINDTODEVICE of the connecting socket (0 when unbound).
+#[inline(always)]
+fn bound_device(ctx: &SockAddrContext) -> u32 {
+    unsafe {
+        let sk = (*ctx.sock_addr).__bindgen_anon_1.sk;
+        if sk.is_null() {
+            0
+        } else {
+            (*sk).bound_dev_if
         }
     }
 }

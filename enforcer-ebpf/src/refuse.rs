@@ -12,7 +12,7 @@ use aya_ebpf::{
 use enforcer_common::{
     counter,
     decide::{is_proxy_addr, socket_allowed, v4_mapped},
-    Settings, AF_INET, IPPROTO_TCP,
+    Settings, AF_INET, IPPROTO_TCP, LOOPBACK_IFINDEX,
 };
 
 use crate::{
@@ -55,8 +55,9 @@ pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
     }
 }
 
-/// Egress backstop: drop everything from a revoked cgroup, and agent TCP whose peer is neither
-/// the proxy nor allowlisted (a flow that somehow escaped the connect hooks).
+/// Egress backstop: drop everything from a revoked cgroup, agent TCP whose peer is neither
+/// the proxy nor allowlisted (a flow that somehow escaped the connect hooks), and traffic for
+/// the proxy that is leaving through anything but loopback.
 #[cgroup_skb(egress)]
 pub fn enforcer_egress(ctx: SkBuffContext) -> i32 {
     const PASS: i32 = 1;
@@ -92,8 +93,11 @@ pub fn enforcer_egress(ctx: SkBuffContext) -> i32 {
         unsafe { ip6(&raw const (*ctx.skb.skb).remote_ip6) }
     };
     let port = remote_port(skb.remote_port);
-    if (port == settings.proxy_port && is_proxy_addr(settings, remote))
-        || addr_listed(&ALLOW, remote, port)
+    let to_proxy = port == settings.proxy_port && is_proxy_addr(settings, remote);
+    // Traffic for the proxy only ever leaves through loopback; anything else is a socket
+    // steered onto a real device (SO_BINDTODEVICE after connect) and must not leave.
+    if (to_proxy && skb.ifindex == LOOPBACK_IFINDEX)
+        || (!to_proxy && addr_listed(&ALLOW, remote, port))
     {
         PASS
     } else {

@@ -12,10 +12,8 @@
 //! | TCP fast open: sendto(MSG_FASTOPEN), v4 and v6         | proxy (connect4/6 run first)   |
 //! | TCP fast open: TCP_FASTOPEN_CONNECT + write, v4 and v6 | proxy                          |
 //! | SO_BINDTODEVICE to lo                                  | proxy                          |
-//! | SO_BINDTODEVICE to the uplink, IPv6                    | refused (ENETUNREACH)          |
-//! | SO_BINDTODEVICE to the uplink, IPv4, default sysctls   | no flow, but no refusal: connect times out; 127.0.0.1 is ARPed for ON THE UPLINK (the SYN follows if a neighbour answers) |
-//! | the same with route_localnet + accept_local on the host | KNOWN ESCAPE: TCP to an on-link host |
-//! | the same with tcp_fastopen no-cookie on the host       | KNOWN ESCAPE: SYN payload to an on-link host |
+//! | SO_BINDTODEVICE to the uplink, IPv4 and IPv6           | refused (EPERM) by connect4/6  |
+//! | the same with route_localnet + accept_local, or with no-cookie fast open (formerly escapes) | refused; a device bound after connect has its packets dropped by the egress backstop |
 //! | io_uring IORING_OP_CONNECT: inline, io-wq (IOSQE_ASYNC), SQPOLL | proxy, identity of the agent process |
 //! | io_uring IORING_OP_SOCKET + IORING_OP_CONNECT          | proxy; ICMP/raw/MPTCP sockets refused (EPERM) |
 //! | UDP sendmmsg                                           | only DNS to resolvers leaves; the first refused datagram ends the batch (EPERM, or a short count) |
@@ -25,9 +23,8 @@
 //! | unix socket to a relay outside the subtree             | OUTSIDE THE HOOKS (documented) |
 //! | AF_PACKET socket of a privileged (CAP_NET_RAW) agent   | OUTSIDE THE HOOKS (documented) |
 //!
-//! Tests named `known_escape_...` document a path that reaches a host unproxied today: they
-//! assert the current behaviour, so a fix makes them fail and they must then be turned into
-//! tests of the refusal.
+//! A path found to reach a host unproxied is first documented by a `known_escape_...` test
+//! asserting the current behaviour, then fixed and turned into a test of the refusal.
 
 use std::{
     io::BufRead as _,
@@ -196,7 +193,7 @@ fn loopback_neighbour_on(host: &TestHost, dev: &str) -> bool {
 }
 
 #[test]
-fn so_bindtodevice_to_lo_is_redirected_and_to_the_uplink_goes_nowhere_by_default() {
+fn so_bindtodevice_to_lo_is_redirected_and_to_the_uplink_is_refused() {
     let mut host = TestHost::with_config("bindtodevice", TUNNEL_CONFIG);
     host.start_daemon();
     let up4 = host.upstream_v4(7002).to_string();
@@ -224,32 +221,23 @@ fn so_bindtodevice_to_lo_is_redirected_and_to_the_uplink_goes_nowhere_by_default
     }
     assert_eq!(host.upstream_accepted(), accepted + 4);
 
-    // Bound to the uplink: connect6 rewrites to [::1]:15001, which has no route through that
-    // device: refused.
-    let r = agent(
-        &host,
-        "bind",
-        "up6",
-        &["as-uid", NOBODY, "bind-device", &dev, &up6],
-    );
-    assert_eq!(r["errno"], ENETUNREACH, "{r}");
-    // connect4 rewrites to 127.0.0.1:15001, but the socket stays bound to the uplink: the
-    // kernel treats 127.0.0.1 as on-link there (ARP for it on the uplink) and nothing answers
-    // on a default host, so connect() just stalls (EINPROGRESS when SO_SNDTIMEO expires, else
-    // ETIMEDOUT minutes later). No flow, but no refusal either, and the backstop lets these
-    // packets out because they are addressed to the proxy. See the known_escape tests below
-    // for the configurations where something on the link does answer.
-    let r = agent(
-        &host,
-        "bind",
-        "up4",
-        &["as-uid", NOBODY, "bind-device", &dev, &up4],
-    );
-    assert_eq!(r["errno"], EINPROGRESS, "{r}");
-    assert_eq!(r["stage"], "connect", "{r}");
+    // Bound to the uplink: the redirect would route the proxy's address out of that device,
+    // so connect4/6 refuse it outright, for both families, with a counter to show it.
+    let refused = host.counter("refused_bound_device");
+    for (i, dest) in [&up4, &up6].into_iter().enumerate() {
+        let r = agent(
+            &host,
+            "bind",
+            &format!("up-{i}"),
+            &["as-uid", NOBODY, "bind-device", &dev, dest],
+        );
+        assert_eq!(r["errno"], EPERM, "{r}");
+        assert_eq!(r["stage"], "connect", "{r}");
+    }
+    assert_eq!(host.counter("refused_bound_device"), refused + 2);
     assert!(
-        loopback_neighbour_on(&host, &dev),
-        "the proxy's address was resolved on the uplink {dev}"
+        !loopback_neighbour_on(&host, &dev),
+        "the proxy's address was never looked up on the uplink {dev}"
     );
     assert_eq!(
         host.upstream_accepted(),
@@ -274,20 +262,15 @@ fn on_link_impostor(host: &TestHost) -> (Child, Receiver<Value>) {
     (child, rx)
 }
 
-/// KNOWN ESCAPE. SO_BINDTODEVICE to the uplink + the connect4 rewrite to 127.0.0.1:15001:
-/// on a host with route_localnet and accept_local enabled on the uplink (route_localnet is
-/// set on e.g. Kubernetes nodes by kube-proxy), the SYN to 127.0.0.1:15001 leaves on the
-/// uplink, an on-link host that answers ARP for 127.0.0.1 accepts it, and its SYN-ACK (source
-/// 127.0.0.1) is accepted back. The agent — unprivileged — gets a full TCP connection to that
-/// host without the proxy, and its getpeername() even shows the proxy's address. The egress
-/// backstop passes it (destination = the proxy address), and the proxy never sees the flow.
-///
-/// Fix direction (not done here): in connect4/6, refuse or reset the bound device of a socket
-/// being redirected (bpf_setsockopt(SO_BINDTODEVICE) is available to cgroup_sock_addr
-/// programs, and the bound device is visible in the socket), and/or make the egress backstop
-/// drop packets to the proxy address that are not leaving on loopback.
+/// Formerly an escape: SO_BINDTODEVICE to the uplink + the connect4 rewrite to
+/// 127.0.0.1:15001, on a host with route_localnet and accept_local on the uplink (kube-proxy
+/// sets route_localnet on Kubernetes nodes), sent the SYN out of the uplink to an on-link host
+/// answering for 127.0.0.1, and the agent got a TCP connection that bypassed the proxy.
+/// connect4/6 now refuse to redirect a socket bound to a non-loopback device; and a socket
+/// steered onto the uplink after connecting has its packets for the proxy dropped by the
+/// egress backstop, which only lets them leave through loopback.
 #[test]
-fn known_escape_so_bindtodevice_reaches_an_on_link_host_with_route_localnet_and_accept_local() {
+fn so_bindtodevice_cannot_steer_a_redirected_flow_to_an_on_link_host() {
     let mut host = TestHost::with_config("bind-localnet", TUNNEL_CONFIG);
     host.start_daemon();
     let dev = host.veth_host.clone();
@@ -298,7 +281,6 @@ fn known_escape_so_bindtodevice_reaches_an_on_link_host_with_route_localnet_and_
     let (impostor, rx) = on_link_impostor(&host);
     let dest = host.upstream_v4(7003).to_string();
     let accepted = host.upstream_accepted();
-    let redirected = host.counter("redirected");
 
     let r = agent(
         &host,
@@ -306,52 +288,44 @@ fn known_escape_so_bindtodevice_reaches_an_on_link_host_with_route_localnet_and_
         "localnet",
         &["as-uid", NOBODY, "bind-device", &dev, &dest],
     );
-    // Current behaviour: connected, to the on-link host instead of the proxy.
-    assert_eq!(r["ok"], true, "{r}");
-    assert_eq!(
-        r["peer"], "127.0.0.1:15001",
-        "looks like the proxy to the agent: {r}"
+    assert_eq!(r["errno"], EPERM, "bound before connect: refused: {r}");
+
+    // Bound after a proxied connect: the echo never comes back, the packets were dropped.
+    let dropped = host.counter("skb_dropped");
+    let r = agent(
+        &host,
+        "escape",
+        "after",
+        &["as-uid", NOBODY, "bind-after-connect", &dev, &dest],
     );
-    assert_eq!(
-        r["greeting"]["upstream"], "127.0.0.1:15001",
-        "answered by the on-link host's listener, not relayed to {dest}: {r}"
-    );
-    assert_eq!(
-        r["greeting"]["peer"], r["local"],
-        "the remote saw the agent's own socket: nothing in between: {r}"
-    );
+    assert_eq!(r["ok"], false, "{r}");
+    assert_eq!(r["stage"], "read", "{r}");
     assert!(
-        !r["local"].as_str().unwrap().starts_with("127."),
-        "the agent's side uses the uplink address: {r}"
+        host.counter("skb_dropped") > dropped,
+        "the backstop dropped them"
     );
+
     let mut seen = Vec::new();
-    recv_until(&rx, &mut seen, Duration::from_secs(5), |v| {
-        v.get("accepted").is_some()
-    })
-    .expect("the on-link host accepted the agent's connection");
-    // The hook did redirect; the backstop let it out (it is addressed to the proxy); the
-    // proxy never saw the flow; the real upstream was not involved.
-    assert_eq!(host.counter("redirected"), redirected + 1);
-    assert_eq!(host.counter("skb_dropped"), 0);
-    std::thread::sleep(Duration::from_millis(300));
-    let pid = r["pid"].clone();
-    assert!(!host
-        .daemon_log_lines()
-        .iter()
-        .any(|l| l["fields"]["event"] == "tunnel" && l["span"]["pid"] == pid));
-    assert_eq!(host.upstream_accepted(), accepted);
+    let reached = recv_until(&rx, &mut seen, Duration::from_secs(1), |v| {
+        v.get("accepted").is_some() || v.get("line").is_some()
+    });
+    assert!(
+        reached.is_none(),
+        "the on-link host got something: {seen:?}"
+    );
+    assert_eq!(
+        host.upstream_accepted(),
+        accepted + 1,
+        "only the proxied connect"
+    );
     kill(impostor);
 }
 
-/// KNOWN ESCAPE. The same bound socket with TCP fast open, on a host whose
-/// net.ipv4.tcp_fastopen includes TFO_CLIENT_NO_COOKIE (0x4; a route's fastopen_no_cookie does
-/// the same) and default martian rules: the payload rides in the SYN to 127.0.0.1:15001 on the
-/// uplink, and an on-link fast-open server that answers for 127.0.0.1 accepts the connection
-/// and reads the payload right from the SYN. The agent never completes the handshake (the
-/// SYN-ACK from 127.0.0.1 is a martian on the host), but its data has left unproxied: a
-/// one-way exfiltration. Fix direction: as for the test above.
+/// Formerly an escape: the same bound socket with TCP fast open (host tcp_fastopen with the
+/// no-cookie bit) carried its payload in a SYN to an on-link fast-open server answering for
+/// 127.0.0.1. Fast open goes through connect4 too, so it is refused the same way.
 #[test]
-fn known_escape_so_bindtodevice_fast_open_no_cookie_delivers_the_syn_payload_on_link() {
+fn so_bindtodevice_fast_open_cannot_deliver_a_syn_payload_on_link() {
     let mut host = TestHost::with_config("bind-tfo", TUNNEL_CONFIG);
     host.start_daemon();
     let dev = host.veth_host.clone();
@@ -368,19 +342,13 @@ fn known_escape_so_bindtodevice_fast_open_no_cookie_delivers_the_syn_payload_on_
         "tfo",
         &["as-uid", NOBODY, "bind-device", &dev, &dest, "--tfo"],
     );
-    // The agent sees no answer (read times out)...
-    assert_eq!(r["ok"], false, "{r}");
-    assert_eq!(r["stage"], "read", "{r}");
-    // ...but the on-link host accepted the connection and received the payload.
+    assert_eq!(r["errno"], EPERM, "{r}");
+    assert_eq!(r["stage"], "sendto", "{r}");
     let mut seen = Vec::new();
-    let got = recv_until(&rx, &mut seen, Duration::from_secs(5), |v| {
-        v["line"] == PAYLOAD
+    let got = recv_until(&rx, &mut seen, Duration::from_secs(1), |v| {
+        v.get("accepted").is_some() || v.get("line").is_some()
     });
-    assert!(
-        got.is_some(),
-        "payload delivered on link from the SYN: {seen:?}"
-    );
-    assert!(seen.iter().any(|v| v.get("accepted").is_some()), "{seen:?}");
+    assert!(got.is_none(), "nothing reaches the on-link host: {seen:?}");
     assert_eq!(host.upstream_accepted(), accepted);
     kill(impostor);
 }

@@ -20,6 +20,8 @@
 //!   netprobe tfo-sendto ADDR            TCP fast open: sendto(MSG_FASTOPEN) with a payload
 //!   netprobe tfo-connect ADDR           TCP_FASTOPEN_CONNECT, connect(), then write a payload
 //!   netprobe bind-device DEV ADDR [--tfo]  SO_BINDTODEVICE, then connect (or fast open)
+//!   netprobe bind-after-connect DEV ADDR   connect, then SO_BINDTODEVICE, then send a line
+//!                                       and wait for its echo
 //!   netprobe io-uring ADDR [--async] [--sqpoll] [--socket-op]
 //!                                       IORING_OP_CONNECT (forced to an io-wq worker, from an
 //!                                       SQPOLL ring, on a socket made by IORING_OP_SOCKET)
@@ -86,6 +88,7 @@ fn dispatch(args: &[String]) {
         "tfo-sendto" => tfo_sendto(addr(1)),
         "tfo-connect" => tfo_connect(addr(1)),
         "bind-device" => bind_device(args.get(1).expect("device"), addr(2), has(args, "--tfo")),
+        "bind-after-connect" => bind_after_connect(args.get(1).expect("device"), addr(2)),
         "io-uring" => io_uring_connect(
             addr(1),
             has(args, "--async"),
@@ -603,6 +606,42 @@ fn bind_device(dev: &str, addr: SocketAddr, tfo: bool) {
         return fail("connect", &e);
     }
     report_stream(TcpStream::from(fd), json!({ "device": dev }), tfo);
+}
+
+/// Connect normally (through the proxy), then steer the connected socket onto `dev` and send
+/// a line: does its echo still come back?
+fn bind_after_connect(dev: &str, addr: SocketAddr) {
+    let s = match TcpStream::connect_timeout(&addr, Duration::from_secs(5)) {
+        Ok(s) => s,
+        Err(e) => return fail("connect", &e),
+    };
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut r = BufReader::new(s.try_clone().unwrap());
+    let mut greeting = String::new();
+    if let Err(e) = r.read_line(&mut greeting) {
+        return fail("read", &e);
+    }
+    // SAFETY: the name's bytes outlive the call.
+    let bound = check(unsafe {
+        libc::setsockopt(
+            s.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_BINDTODEVICE,
+            dev.as_ptr().cast(),
+            dev.len() as libc::socklen_t,
+        )
+    });
+    if let Err(e) = bound {
+        return fail("setsockopt", &e);
+    }
+    if let Err(e) = (&s).write_all(PAYLOAD) {
+        return fail("write", &e);
+    }
+    let mut echo = String::new();
+    match r.read_line(&mut echo) {
+        Ok(_) => emit(json!({ "ok": true, "echo": echo.trim() })),
+        Err(e) => fail("read", &e),
+    }
 }
 
 fn uring(sqpoll: bool) -> std::io::Result<IoUring> {
