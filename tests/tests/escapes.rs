@@ -37,7 +37,6 @@ use enforcer_tests::{bin, json_lines, lines, read_until, TestHost, PROXY_ADDRS, 
 use serde_json::{json, Value};
 
 const EPERM: i64 = 1;
-const EINPROGRESS: i64 = 115;
 const ENETUNREACH: i64 = 101;
 const EADDRNOTAVAIL: i64 = 99;
 const ECONNREFUSED: i64 = 111;
