@@ -9,6 +9,7 @@ use aya_ebpf::{
     macros::{cgroup_skb, cgroup_sock},
     programs::{SkBuffContext, SockContext},
 };
+use aya_log_ebpf::debug;
 use enforcer_common::{
     counter,
     decide::{is_proxy_addr, socket_allowed, v4_mapped},
@@ -44,6 +45,7 @@ pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
     if let Some(settings) = settings() {
         if current_revoked(settings) {
             count(counter::REFUSED_REVOKED);
+            debug!(&ctx, "refused socket() in a revoked cgroup");
             return 0;
         }
     }
@@ -51,6 +53,10 @@ pub fn enforcer_sock_create(ctx: SockContext) -> i32 {
         1
     } else {
         count(counter::SOCKET_REFUSED);
+        debug!(
+            &ctx,
+            "refused socket() type {} protocol {}", sk.type_, sk.protocol
+        );
         0
     }
 }

@@ -205,6 +205,16 @@ fn revoke_kills_a_blocked_reader_and_refuses_reconnects_and_later_instances() {
     assert_eq!(ended["errno"], ECONNABORTED, "{ended}");
     let again = read_until(&mut out, |v| v.get("reconnect").is_some()).expect("reconnect");
     assert_eq!(again["reconnect"]["errno"], EPERM, "{again}");
+    // The kernel program said why, through aya-log into the daemon's tracing output.
+    let kernel_said = wait_for(Duration::from_secs(5), || {
+        host.daemon_log_lines()
+            .iter()
+            .any(|l| l["fields"]["message"] == "refused socket() in a revoked cgroup")
+    });
+    assert!(
+        kernel_said.is_some(),
+        "no kernel-side log line reached the daemon log"
+    );
     let _ = holder.wait();
 
     // The bystander's flow is intact: it is still blocked in read.
