@@ -90,6 +90,8 @@ pub struct Proxy {
     pub unknown_destinations: UnknownDestinations,
     /// Largest request body accepted, bytes; larger ones get 413 with a JSON-RPC error.
     pub max_body_bytes: usize,
+    /// Threads serving the proxy; 0 = one per CPU (like nginx's worker_processes).
+    pub worker_threads: usize,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -120,6 +122,7 @@ impl Default for Proxy {
             connect_timeout_ms: 5_000,
             unknown_destinations: UnknownDestinations::Deny,
             max_body_bytes: 4 * 1024 * 1024,
+            worker_threads: 0,
         }
     }
 }

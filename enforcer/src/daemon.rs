@@ -24,7 +24,11 @@ use crate::{
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     init_tracing();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if config.proxy.worker_threads > 0 {
+        builder.worker_threads(config.proxy.worker_threads);
+    }
+    let runtime = builder
         .enable_all()
         .build()
         .context("starting the async runtime")?;

@@ -15,6 +15,11 @@ mod revocation;
 mod sessions;
 mod tls;
 
+/// The proxy allocates per request (headers, bodies, JSON); mimalloc is measurably cheaper
+/// than the system allocator for that pattern (`cargo xtask bench-proxy`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cli::run()
 }

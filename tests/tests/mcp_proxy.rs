@@ -296,6 +296,22 @@ fn session_era_round_trips_with_the_credential_injected_and_headers_preserved() 
     assert_eq!(tool_call["fields"]["binding"], "mcp-token@v3");
     assert_eq!(tool_call["span"]["agent"], "sdk-agent");
     assert_eq!(tool_call["span"]["sni"], "mcp.test");
+    // Responses (here inside SSE streams) are matched to their requests by id.
+    let responses: Vec<Value> = m
+        .host
+        .daemon_log_lines()
+        .into_iter()
+        .filter(|l| l["fields"]["message"] == "response")
+        .collect();
+    assert!(
+        responses
+            .iter()
+            .any(|l| l["fields"]["request"] == "tools/call" && l["fields"]["error"] == false),
+        "{responses:?}"
+    );
+    assert!(responses
+        .iter()
+        .any(|l| l["fields"]["request"] == "tools/list"));
     // The secret never reaches the logs; neither does the agent's own token.
     let log = std::fs::read_to_string(m.host.dir.join("daemon.log")).unwrap();
     assert!(!log.contains(UPSTREAM_TOKEN) && !log.contains(AGENT_TOKEN));

@@ -87,3 +87,187 @@ fn ns(out: &[serde_json::Value]) -> anyhow::Result<u64> {
     }
     r["ns_per_connect"].as_u64().context("no figure")
 }
+
+/// `cargo xtask bench-proxy`: the reference peers (../shared/perf-peers: an nginx HTTPS
+/// JSON-RPC upstream on 127.0.0.2:8443, nginx and haproxy terminating TLS in front of it) and
+/// the enforcer, measured in one interleaved run by the peers' own script, wrk running as an
+/// agent for the enforcer so the kernel redirect carries it. Adds CPU per request for each
+/// proxy, read from /proc before and after.
+///
+/// `threads` is the enforcer's worker threads: 1 compares like for like with the reference
+/// proxies (one nginx worker, one haproxy thread); 0 uses one per CPU.
+pub fn proxy(reps: u32, threads: u32) -> anyhow::Result<()> {
+    crate::require_root("the proxy benchmark")?;
+    crate::ensure_bpffs()?;
+    crate::cargo(&["build", "--release", "--bins"])?;
+    let root = workspace_root()?;
+    let peers = root.join("../shared/perf-peers/peers.sh");
+    if !peers.exists() {
+        bail!(
+            "{} is missing (the reference peers live in ../shared/perf-peers)",
+            peers.display()
+        );
+    }
+    let dir = std::env::temp_dir().join("enforcer-bench-proxy");
+    let status = Command::new("bash")
+        .arg(&peers)
+        .arg("up")
+        .arg(&dir)
+        .status()?;
+    if !status.success() {
+        bail!("perf peers did not come up");
+    }
+    let result = run_proxy_bench(&root, &peers, &dir, reps, threads);
+    let _ = Command::new("bash")
+        .arg(&peers)
+        .arg("down")
+        .arg(&dir)
+        .status();
+    result
+}
+
+fn workspace_root() -> anyhow::Result<std::path::PathBuf> {
+    Ok(std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("workspace root")?
+        .to_path_buf())
+}
+
+fn run_proxy_bench(
+    root: &std::path::Path,
+    peers: &std::path::Path,
+    dir: &std::path::Path,
+    reps: u32,
+    threads: u32,
+) -> anyhow::Result<()> {
+    let enforcer = root.join("target/release/enforcer");
+    let cgroup2 = std::fs::read_to_string("/proc/self/mountinfo")?
+        .lines()
+        .find_map(|l| {
+            let (pre, post) = l.split_once(" - ")?;
+            (post.split_whitespace().next()? == "cgroup2")
+                .then(|| pre.split_whitespace().nth(4).map(String::from))?
+        })
+        .context("no cgroup2 mount")?;
+    let config = dir.join("enforcer.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[paths]\nstate_dir = \"{d}/enforcer-state\"\nruntime_dir = \"{d}/enforcer-run\"\n\
+             pin_dir = \"/sys/fs/bpf/enforcer-bench\"\n\
+             [proxy]\nworker_threads = {threads}\n[agents]\ncgroup_root = \"{cgroup2}/enforcer-bench-agents\"\n\
+             [[connectors]]\nid = \"perf-upstream\"\nmatch = [\"127.0.0.2:8443\"]\ntls = {{ ca = \"{d}/pki/ca.crt\" }}\n",
+            d = dir.display(),
+            threads = threads,
+        ),
+    )?;
+    // Per-request logs off (warn): the benchmark measures the data path.
+    let mut daemon = Command::new(&enforcer)
+        .arg("--config")
+        .arg(&config)
+        .arg("daemon")
+        .env("ENFORCER_LOG", "warn")
+        .spawn()
+        .context("starting the enforcer")?;
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pids = [
+        ("enforcer", vec![daemon.id() as i32]),
+        ("nginx", children_of(&pid_file(&dir.join("logs/nginx.pid")))),
+        ("haproxy", vec![pid_file(&dir.join("logs/haproxy.pid"))]),
+    ];
+    let before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(p)).collect();
+    let extra = format!(
+        "enforcer={} --config {} exec --agent bench --",
+        enforcer.display(),
+        config.display()
+    );
+    let out = Command::new("bash")
+        .arg(peers)
+        .arg("bench")
+        .arg(dir)
+        .arg(reps.to_string())
+        .env("EXTRA", &extra)
+        .output()?;
+    let after: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(p)).collect();
+    let _ = daemon.kill();
+    let _ = daemon.wait();
+    let _ = Command::new(&enforcer)
+        .arg("--config")
+        .arg(&config)
+        .args(["daemon", "--cleanup"])
+        .status();
+    let text = String::from_utf8_lossy(&out.stdout);
+    print!("{text}");
+    eprint!("{}", String::from_utf8_lossy(&out.stderr));
+    if !out.status.success() {
+        bail!("peers.sh bench failed");
+    }
+    // CPU per request: each proxy's CPU time over the whole run / the requests it served.
+    let raw = text
+        .lines()
+        .find_map(|l| l.strip_prefix("raw: "))
+        .context("no raw results directory")?;
+    let hz = 100.0; // USER_HZ
+    println!(
+        "\n{:<9} {:>12} {:>10} {:>16}",
+        "proxy", "requests", "cpu_s", "cpu_us/request"
+    );
+    for (i, (name, _)) in pids.iter().enumerate() {
+        let requests = requests_served(std::path::Path::new(raw), name)?;
+        let cpu_s = (after[i].saturating_sub(before[i])) as f64 / hz;
+        let per = if requests > 0 {
+            cpu_s * 1e6 / requests as f64
+        } else {
+            0.0
+        };
+        println!("{name:<9} {requests:>12} {cpu_s:>10.1} {per:>16.1}");
+    }
+    Ok(())
+}
+
+fn pid_file(path: &std::path::Path) -> i32 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn children_of(pid: &i32) -> Vec<i32> {
+    std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
+}
+
+/// utime + stime of the processes (all their threads), in clock ticks.
+fn cpu_ticks(pids: &[i32]) -> u64 {
+    pids.iter()
+        .filter_map(|p| std::fs::read_to_string(format!("/proc/{p}/stat")).ok())
+        .filter_map(|s| {
+            let rest = s.rsplit_once(')')?.1;
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some(f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?)
+        })
+        .sum()
+}
+
+/// Total requests wrk completed against `target` over every run in `raw`.
+fn requests_served(raw: &std::path::Path, target: &str) -> anyhow::Result<u64> {
+    let mut total = 0;
+    for e in std::fs::read_dir(raw)? {
+        let e = e?;
+        let name = e.file_name().to_string_lossy().to_string();
+        if !name.starts_with(&format!("{target}_")) {
+            continue;
+        }
+        let text = std::fs::read_to_string(e.path())?;
+        total += text
+            .lines()
+            .find(|l| l.contains("requests in"))
+            .and_then(|l| l.split_whitespace().next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0);
+    }
+    Ok(total)
+}

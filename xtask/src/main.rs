@@ -3,6 +3,7 @@
 //!   cargo xtask test          build everything, then run every test (privileged: needs root)
 //!   cargo xtask demo          the self-contained demonstration on this host (needs root)
 //!   cargo xtask bench-connect cost of the connect hooks: connect()+close inside vs outside
+//!   cargo xtask bench-proxy   the proxy vs direct, beside nginx and haproxy (shared/perf-peers)
 
 mod bench;
 mod demo;
@@ -29,6 +30,16 @@ enum Cmd {
     },
     /// Run the demonstration: daemon, upstream in its own namespace, an agent, a revocation.
     Demo,
+    /// Benchmark the proxy: an HTTPS JSON-RPC upstream direct vs through nginx, haproxy and
+    /// the enforcer (TLS both legs), c=1 and c=64, interleaved, with CPU per request.
+    BenchProxy {
+        /// Interleaved repetitions (the median is reported).
+        #[arg(long, default_value_t = 3)]
+        reps: u32,
+        /// Enforcer worker threads (1 = like the single-worker reference proxies; 0 = per CPU).
+        #[arg(long, default_value_t = 1)]
+        threads: u32,
+    },
     /// Benchmark the connect hooks: connect()+close loops inside vs outside the agents subtree.
     BenchConnect {
         /// Connections per round.
@@ -42,6 +53,7 @@ fn main() -> ExitCode {
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
         Cmd::BenchConnect { count } => bench::connect(count),
+        Cmd::BenchProxy { reps, threads } => bench::proxy(reps, threads),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

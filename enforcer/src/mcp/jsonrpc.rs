@@ -73,6 +73,11 @@ pub fn parse(body: &[u8]) -> Result<Parsed, RpcError> {
         message: format!("Parse error: {e}"),
         id: Value::Null,
     })?;
+    from_value(value)
+}
+
+/// Interpret an already-parsed JSON document as JSON-RPC.
+pub fn from_value(value: Value) -> Result<Parsed, RpcError> {
     match value {
         Value::Array(items) => {
             if items.is_empty() {

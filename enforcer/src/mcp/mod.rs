@@ -3,6 +3,7 @@
 
 pub mod jsonrpc;
 pub mod sse;
+pub mod stream;
 
 use http::HeaderMap;
 use serde::Serialize;

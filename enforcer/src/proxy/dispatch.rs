@@ -147,10 +147,15 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         if is_tls {
             let name = sni.clone().unwrap_or_else(|| dest.ip().to_string());
             if let Some(tls) = terminate_tls(client, &name, &ctx).await {
-                http::serve(tls, flow).await;
+                let protocol = match tls.get_ref().1.alpn_protocol() {
+                    Some(crate::tls::ALPN_H2) => http::Protocol::Http2,
+                    Some(_) => http::Protocol::Http1,
+                    None => http::Protocol::Detect,
+                };
+                http::serve(tls, protocol, flow).await;
             }
         } else {
-            http::serve(client, flow).await
+            http::serve(client, http::Protocol::Detect, flow).await
         }
     }
     .instrument(span)

@@ -28,8 +28,7 @@ use crate::{
     mcp::{
         self,
         jsonrpc::{self, Message},
-        sse::SseSplitter,
-        Kind,
+        stream::ResponseReader,
     },
     sessions::Session,
 };
@@ -46,8 +45,16 @@ pub struct Flow {
     pub default_authority: String,
 }
 
+/// Which HTTP the agent speaks on a connection: known from ALPN under TLS, else detected.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1,
+    Http2,
+    Detect,
+}
+
 /// Serve one client connection until it ends or its session is closed.
-pub async fn serve<IO>(io: IO, flow: Arc<Flow>)
+pub async fn serve<IO>(io: IO, protocol: Protocol, flow: Arc<Flow>)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -57,7 +64,12 @@ where
         let flow = flow.clone();
         async move { Ok::<_, Infallible>(handle(req, flow).await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder = match protocol {
+        Protocol::Http1 => builder.http1_only(),
+        Protocol::Http2 => builder.http2_only(),
+        Protocol::Detect => builder,
+    };
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::select! {
         res = conn => if let Err(e) = res { debug!(error = %e, "client connection ended with an error") },
@@ -175,9 +187,14 @@ type Refusal = Box<Response<ProxyBody>>;
 /// What the request was, for the log line (and, later, the receipt).
 struct Inspected {
     first_id: Value,
-    kind: Option<Kind>,
+    /// JSON-RPC method of the first message ("" for responses and non-POST requests).
+    method: String,
+    /// Tool name for tools/call.
+    tool: String,
     era: Option<mcp::Era>,
     messages: usize,
+    /// (id, method) of every request in the body, to match responses against.
+    pending: Vec<(Value, String)>,
 }
 
 async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> {
@@ -219,9 +236,11 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     } else {
         Inspected {
             first_id: Value::Null,
-            kind: None,
+            method: String::new(),
+            tool: String::new(),
             era: None,
             messages: 0,
+            pending: Vec::new(),
         }
     };
     if let Some(sid) = parts
@@ -277,7 +296,7 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     let method = upstream_req.method().clone();
     let result = flow.session.state.request(upstream_req).await;
     let latency_us = started.elapsed().as_micros() as u64;
-    let (tool, rpc) = describe(&inspected.kind);
+    let (tool, rpc) = (inspected.tool.as_str(), inspected.method.as_str());
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
@@ -323,7 +342,7 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    resp.map(|body| tap(body, sse))
+    resp.map(|body| tap(body, sse, inspected.pending, started))
 }
 
 /// Parse and classify the JSON-RPC body; refuse malformed bodies and lying Mcp-* headers.
@@ -356,11 +375,32 @@ fn inspect_request(headers: &HeaderMap, bytes: &Bytes, flow: &Flow) -> Result<In
         }
         debug!(kind = ?mcp::classify(m), "request message");
     }
+    let tool = match first {
+        Some(m @ Message::Request { method, .. }) if method == "tools/call" => m
+            .params()
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+        _ => String::new(),
+    };
     Ok(Inspected {
         first_id: first.and_then(Message::id).cloned().unwrap_or(Value::Null),
-        kind: first.map(mcp::classify),
+        method: first
+            .and_then(Message::method)
+            .unwrap_or_default()
+            .to_string(),
+        tool,
         era: Some(era),
         messages: parsed.messages.len(),
+        pending: parsed
+            .messages
+            .iter()
+            .filter_map(|m| match m {
+                Message::Request { id, method, .. } => Some((id.clone(), method.clone())),
+                _ => None,
+            })
+            .collect(),
     })
 }
 
@@ -398,32 +438,28 @@ fn apply_credentials(
     }
 }
 
-fn describe(kind: &Option<Kind>) -> (&str, &'static str) {
-    match kind {
-        Some(Kind::ToolsCall { tool, .. }) => (tool.as_str(), "tools/call"),
-        Some(Kind::ToolsList) => ("", "tools/list"),
-        Some(Kind::Initialize { .. }) => ("", "initialize"),
-        Some(Kind::Discover) => ("", "server/discover"),
-        Some(Kind::ResourcesRead { .. }) => ("", "resources/read"),
-        Some(Kind::PromptsGet { .. }) => ("", "prompts/get"),
-        Some(Kind::Notification { .. }) => ("", "notification"),
-        Some(Kind::Ping) => ("", "ping"),
-        Some(Kind::Other { .. }) => ("", "other"),
-        Some(Kind::Response { .. }) => ("", "response"),
-        None => ("", ""),
-    }
-}
-
-/// Pass the response body through frame by frame; read the JSON-RPC in SSE events as they go.
-fn tap(body: Incoming, sse: bool) -> ProxyBody {
-    let mut splitter = sse.then(SseSplitter::default);
+/// Pass the response body through frame by frame, reading the JSON-RPC in it as it goes and
+/// matching each response to its request by id.
+fn tap(body: Incoming, sse: bool, pending: Vec<(Value, String)>, started: Instant) -> ProxyBody {
+    let mut reader = ResponseReader::new(sse);
     body.map_frame(move |frame| {
-        if let (Some(s), Some(data)) = (splitter.as_mut(), frame.data_ref()) {
-            for event in s.feed(data) {
-                if let Ok(parsed) = jsonrpc::parse(event.as_bytes()) {
-                    for m in &parsed.messages {
-                        debug!(kind = ?mcp::classify(m), "stream message");
+        if let Some(data) = frame.data_ref() {
+            for m in reader.feed(data) {
+                match &m {
+                    Message::Response { id, error, .. } => {
+                        let method = pending
+                            .iter()
+                            .find(|(i, _)| i == id)
+                            .map(|(_, m)| m.as_str());
+                        debug!(
+                            %id,
+                            request = method.unwrap_or("(unknown id)"),
+                            error = error.is_some(),
+                            latency_us = started.elapsed().as_micros() as u64,
+                            "response"
+                        );
                     }
+                    other => debug!(kind = ?mcp::classify(other), "stream message"),
                 }
             }
         }
