@@ -21,6 +21,8 @@ use std::{
 
 use serde_json::Value;
 
+pub mod mcp;
+
 static NEXT_ID: AtomicU32 = AtomicU32::new(1);
 
 /// Config for tests whose upstreams are raw TCP services no connector describes: the proxy

@@ -1,15 +1,23 @@
 //! `cargo xtask demo`: the enforcer's main job, shown end to end on this host.
 //!
-//! A private test host (two network namespaces: the agents' host and an upstream reachable
-//! only over a veth link), the real daemon, an agent started with `enforcer exec` whose
-//! connection is visibly redirected with its kernel identity, a revocation, and the kill:
-//! the blocked agent's read fails at once and its reconnect is refused.
+//! A private test host: the agents' network namespace, and an upstream namespace reachable
+//! only over a veth link where a real MCP server (the official Python SDK) serves over TLS and
+//! demands a token only the enforcer holds. The real daemon attaches its kernel programs; an
+//! agent (the SDK's client) started with `enforcer exec` calls tools through the kernel
+//! redirect, the TLS-terminating proxy and the credential injection; then a revocation kills
+//! its streaming call mid-flight and refuses its reconnect.
 
-use std::time::Duration;
+use std::process::Stdio;
 
 use anyhow::{bail, Context as _};
-use enforcer_tests::{lines, read_until, wait_for, TestHost};
+use enforcer_tests::{
+    lines,
+    mcp::{self, AGENT_TOKEN, UPSTREAM_TOKEN},
+    read_until,
+};
 use serde_json::Value;
+
+const URL: &str = "https://mcp.test:8443/mcp";
 
 fn say(step: &str) {
     println!("\n\x1b[1m== {step}\x1b[0m");
@@ -20,58 +28,118 @@ fn show(out: &std::process::Output) {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 }
 
+/// The MCP peers' Python environment (what .ci/run does), created if missing.
+fn ensure_peers_venv() -> anyhow::Result<()> {
+    let peers = mcp::peers();
+    if peers.join(".venv/bin/python").exists() {
+        return Ok(());
+    }
+    println!("creating the MCP peers' Python environment (official SDK from PyPI)...");
+    let venv = peers.join(".venv");
+    let ok = std::process::Command::new("python3")
+        .arg("-m")
+        .arg("venv")
+        .arg(&venv)
+        .status()?
+        .success()
+        && std::process::Command::new(venv.join("bin/pip"))
+            .args(["install", "-q", "-r"])
+            .arg(peers.join("requirements.txt"))
+            .status()?
+            .success();
+    if !ok {
+        bail!("could not install tests/peers/requirements.txt");
+    }
+    Ok(())
+}
+
 pub fn run() -> anyhow::Result<()> {
     crate::require_root("the demo")?;
     crate::ensure_bpffs()?;
+    ensure_peers_venv()?;
     crate::cargo(&["build", "--bins"])?;
 
-    say("1. A test host: agents' namespace + an upstream only reachable over a veth link");
-    // The upstream here is a plain TCP service, not an MCP server: tunnel it (the default
-    // refuses destinations no connector describes).
-    let mut host = TestHost::with_config("demo", "[proxy]\nunknown_destinations = \"tunnel\"\n");
-    let upstream = host.upstream_v4(7000).to_string();
-    println!("upstream service: {upstream} (namespace {})", host.ns_up);
+    say("1. A host with an MCP server upstream, reachable only over a veth link");
+    let m = mcp::setup("demo", "");
+    println!(
+        "MCP server (official Python SDK) at {URL} -> {} in namespace {}; it accepts only the \
+         token the enforcer holds",
+        m.host.up_v4, m.host.ns_up
+    );
 
-    say("2. Start the daemon: attach the kernel programs to the agents' cgroup root, pin them");
-    host.start_daemon();
-    show(&host.enforcer(&["status"]));
+    say("2. The daemon attached its kernel programs and knows the connector");
+    show(&m.host.enforcer(&["status"]));
+    show(&m.host.enforcer(&["connectors"]));
 
-    say("3. Start an agent with `enforcer exec` and let it connect to the upstream");
-    println!("$ enforcer exec --agent code-review --instance run-1 -- netprobe connect {upstream} --hold --reconnect");
-    let mut agent = host.spawn_agent(
+    say("3. An agent calls tools: kernel redirect -> TLS terminated -> credential injected");
+    println!("$ enforcer exec --agent code-review --instance run-1 -- mcp_client.py {URL} --token <agent's own token> --calls echo:hello whoami");
+    let out = m.client_as(
         "code-review",
         "run-1",
-        &["connect", &upstream, "--hold", "--reconnect"],
+        URL,
+        &[
+            "--mode",
+            "legacy",
+            "--token",
+            AGENT_TOKEN,
+            "--calls",
+            "echo:hello",
+            "whoami",
+        ],
     );
-    let mut out = lines(&mut agent);
-    let first = read_until(&mut out, |v| v.get("ok").is_some()).context("agent said nothing")?;
-    println!("agent sees: {first}");
-    if first["ok"] != true {
-        bail!("the agent could not connect: {first}");
+    for line in &out {
+        if line.get("tools").is_some() || line["call"] == "echo" {
+            println!("agent: {line}");
+        }
     }
+    let who = out
+        .iter()
+        .find(|l| l["call"] == "whoami")
+        .and_then(|l| l["result"].as_str())
+        .and_then(|r| serde_json::from_str::<Value>(r).ok())
+        .context("whoami failed: is the agent trusting the enforcer's CA?")?;
+    let auth = who["headers"]["authorization"].as_str().unwrap_or_default();
     println!(
-        "-> the agent's socket is connected to {} (the proxy), and the upstream answered: {}",
-        first["peer"], first["greeting"]
+        "the server saw Host {} and {} (the value is never printed)",
+        who["headers"]["host"],
+        if auth == format!("Bearer {UPSTREAM_TOKEN}") {
+            "the enforcer's bound credential instead of the agent's token"
+        } else {
+            "an unexpected Authorization"
+        }
     );
-    let pid = first["pid"].as_u64().unwrap_or(0);
-    let mut line: Option<Value> = None;
-    wait_for(Duration::from_secs(5), || {
-        line = host
-            .daemon_log_lines()
-            .into_iter()
-            .find(|l| l["fields"]["event"] == "tunnel" && l["span"]["pid"] == pid);
-        line.is_some()
-    });
-    if let Some(l) = line {
+    show(&m.host.enforcer(&["sessions"]));
+    if let Some(l) = m
+        .forwarded_lines()
+        .iter()
+        .find(|l| l["fields"]["tool"] == "whoami")
+    {
         println!(
-            "daemon's record of the flow (identity from the kernel, not the client): {}",
-            l["span"]
+            "daemon's record: agent={} instance={} user={} exe={} tool=whoami credential={} binding={}",
+            l["span"]["agent"], l["span"]["instance"], l["span"]["user"], l["span"]["exe"],
+            l["fields"]["credential_mode"], l["fields"]["binding"]
         );
     }
 
-    say("4. Revoke the agent: persist, refuse in the kernel, destroy its live sockets");
+    say("4. A long streaming call is in flight...");
+    let mut agent = m
+        .client_cmd_as(
+            "code-review",
+            "run-2",
+            URL,
+            &["--mode", "legacy", "--calls", "slow_count:40:250"],
+        )
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = lines(&mut agent);
+    for _ in 0..3 {
+        let p = read_until(&mut out, |v| v.get("progress").is_some()).context("no progress")?;
+        println!("agent: {p}");
+    }
+
+    say("5. ...when the admin revokes the agent: persist, refuse in the kernel, destroy its sockets");
     println!("$ enforcer revoke --agent code-review --reason \"demo: suspected exfiltration\"");
-    let rev = host.enforcer(&[
+    let rev = m.host.enforcer(&[
         "revoke",
         "--agent",
         "code-review",
@@ -82,25 +150,42 @@ pub fn run() -> anyhow::Result<()> {
     if !rev.status.success() {
         bail!("revoke failed");
     }
-
-    say("5. The kill, as the agent saw it");
-    let ended =
-        read_until(&mut out, |v| v.get("read_ended").is_some()).context("read did not end")?;
-    println!("blocked read ended: {ended}  (errno 103 = ECONNABORTED)");
-    let again = read_until(&mut out, |v| v.get("reconnect").is_some()).context("no reconnect")?;
-    println!("its reconnect: {again}  (errno 1 = EPERM)");
+    let end = read_until(&mut out, |v| {
+        v.get("error").is_some() || v.get("call").is_some()
+    });
+    println!(
+        "agent: {}",
+        end.map(|v| v.to_string())
+            .unwrap_or_else(|| "(its stream was cut)".into())
+    );
     let _ = agent.wait();
 
-    say("6. A new instance of the revoked agent is refused too");
-    let later = host.in_cgroup("code-review/run-2", &["connect", &upstream]);
-    println!(
-        "new instance (cgroup made by hand, bypassing exec): {}",
-        later.first().cloned().unwrap_or_default()
+    say("6. The agent tries again: refused in the kernel before a packet leaves");
+    let again = m.client_as(
+        "code-review",
+        "run-3",
+        URL,
+        &["--mode", "legacy", "--calls", "echo:again"],
     );
-    show(&host.enforcer(&["status"]));
+    println!(
+        "agent (new instance): {}",
+        again
+            .first()
+            .cloned()
+            .unwrap_or_else(|| "(refused by enforcer exec)".into())
+    );
+    let by_hand = m.host.in_cgroup(
+        "code-review/by-hand",
+        &["connect", &format!("{}:8443", m.host.up_v4)],
+    );
+    println!(
+        "a process placed in the agent's cgroup by hand: {}",
+        by_hand.first().cloned().unwrap_or_default()
+    );
+    show(&m.host.enforcer(&["status"]));
 
-    say("7. Clean up (the test host, its namespaces, cgroups and pins are removed)");
-    drop(host);
+    say("7. Clean up (the test host's namespaces, cgroups and pins are removed)");
+    drop(m);
     println!("done");
     Ok(())
 }

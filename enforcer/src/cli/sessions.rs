@@ -55,10 +55,10 @@ pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
             s["owner"]["instance"].as_str().unwrap_or(""),
             s["connector"].as_str().unwrap_or(""),
             s["state"].as_str().unwrap_or(""),
-            s["calls"],
-            s["client_flows"],
-            s["idle_ms"],
-            s["idle_limit_ms"],
+            s["calls"].as_u64().unwrap_or(0),
+            s["client_flows"].as_u64().unwrap_or(0),
+            s["idle_ms"].as_u64().unwrap_or(0),
+            s["idle_limit_ms"].as_u64().unwrap_or(0),
             s["protocol_session_ids"]
                 .as_array()
                 .map(|a| a

@@ -1,0 +1,243 @@
+//! An MCP test host: a [`TestHost`] whose upstream namespace runs real MCP servers (the
+//! official Python SDK, tests/peers) and whose daemon has connectors and a credential binding
+//! for them. Shared by the MCP proxy tests and `cargo xtask demo`.
+//!
+//! Upstream: TLS on 8443 (certificate from a test CA the connector trusts; demands a bearer
+//! token only the enforcer holds), TLS on 8444 (certificate from a CA nobody trusts), plain
+//! HTTP on 8080 (idle limit 1 s). `mcp.test` resolves to the upstream for agents started with
+//! [`McpHost::client`].
+
+use std::{
+    os::unix::fs::PermissionsExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command},
+};
+
+use serde_json::{json, Value};
+
+use crate::{json_lines, TestHost};
+
+pub const UPSTREAM_TOKEN: &str = "upstream-secret-5f2c9e";
+pub const AGENT_TOKEN: &str = "agent-own-token-71ab";
+
+pub fn peers() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
+}
+
+/// The Python with the pinned SDK: tests/peers/.venv, which .ci/run creates.
+pub fn python() -> String {
+    let venv = peers().join(".venv/bin/python");
+    assert!(
+        venv.exists(),
+        "{} is missing: create it with `python3 -m venv tests/peers/.venv && \
+         tests/peers/.venv/bin/pip install -r tests/peers/requirements.txt` (.ci/run does)",
+        venv.display()
+    );
+    venv.to_str().unwrap().to_string()
+}
+
+pub struct McpHost {
+    pub host: TestHost,
+    hosts_file: PathBuf,
+    _servers: Vec<Child>,
+}
+
+impl Drop for McpHost {
+    fn drop(&mut self) {
+        for s in &mut self._servers {
+            let _ = s.kill();
+            let _ = s.wait();
+        }
+    }
+}
+
+/// Build the MCP test host and start its daemon.
+pub fn setup(test: &str, extra_toml: &str) -> McpHost {
+    let mut host = TestHost::new(test);
+    let up = host.up_v4.to_string();
+    let sans = vec!["DNS:mcp.test".to_string(), format!("IP:{up}")];
+    let (ca, cert, key) = host.make_pki("upstream", &sans);
+    let (_rogue_ca, rogue_cert, rogue_key) = host.make_pki("rogue", &sans);
+    let server = peers().join("mcp_server.py");
+    let server = server.to_str().unwrap();
+    let py = python();
+    let py = py.as_str();
+    let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
+    let (rogue_cert, rogue_key) = (rogue_cert.to_str().unwrap(), rogue_key.to_str().unwrap());
+    let servers = vec![
+        host.spawn_upstream(
+            &[
+                py,
+                server,
+                "--host",
+                &up,
+                "--port",
+                "8443",
+                "--certfile",
+                cert,
+                "--keyfile",
+                key,
+                "--expect-token",
+                UPSTREAM_TOKEN,
+            ],
+            "listening",
+        ),
+        host.spawn_upstream(
+            &[
+                py,
+                server,
+                "--host",
+                &up,
+                "--port",
+                "8444",
+                "--certfile",
+                rogue_cert,
+                "--keyfile",
+                rogue_key,
+            ],
+            "listening",
+        ),
+        host.spawn_upstream(&[py, server, "--host", &up, "--port", "8080"], "listening"),
+    ];
+    let creds = host.dir.join("credentials");
+    std::fs::create_dir_all(&creds).unwrap();
+    std::fs::write(creds.join("mcp-token"), format!("{UPSTREAM_TOKEN}\n")).unwrap();
+    std::fs::set_permissions(
+        creds.join("mcp-token"),
+        std::fs::Permissions::from_mode(0o600),
+    )
+    .unwrap();
+    host.append_config(&format!(
+        r#"
+[proxy]
+max_body_bytes = 65536
+
+[credentials]
+dir = "{creds}"
+
+[[connectors]]
+id = "mcp-test"
+match = ["mcp.test:8443", "{up}:8443"]
+tls = {{ ca = "{ca}" }}
+
+[[connectors]]
+id = "rogue"
+match = ["mcp.test:8444"]
+tls = {{ ca = "{ca}" }}
+
+[[connectors]]
+id = "plain"
+match = ["{up}:8080"]
+idle_timeout_secs = 1
+
+[[bindings]]
+id = "mcp-token"
+connector = "mcp-test"
+secret = "mcp-token"
+version = 3
+{extra_toml}
+"#,
+        creds = creds.display(),
+        ca = ca.display(),
+    ));
+    let hosts_file = host.dir.join("hosts");
+    std::fs::write(&hosts_file, format!("127.0.0.1 localhost\n{up} mcp.test\n")).unwrap();
+    host.start_daemon();
+    McpHost {
+        host,
+        hosts_file,
+        _servers: servers,
+    }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+impl McpHost {
+    /// Run the SDK client as an instance of agent "sdk-agent"; `mcp.test` resolves to the
+    /// upstream through a private /etc/hosts (a mount namespace of its own). Returns its JSON
+    /// lines.
+    pub fn client(&self, instance: &str, url: &str, args: &[&str]) -> Vec<Value> {
+        self.client_as("sdk-agent", instance, url, args)
+    }
+
+    pub fn client_cmd(&self, instance: &str, url: &str, args: &[&str]) -> Command {
+        self.client_cmd_as("sdk-agent", instance, url, args)
+    }
+
+    /// [`client`](Self::client) for any agent name.
+    pub fn client_as(&self, agent: &str, instance: &str, url: &str, args: &[&str]) -> Vec<Value> {
+        let out = self
+            .client_cmd_as(agent, instance, url, args)
+            .output()
+            .unwrap();
+        json_lines(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    pub fn client_cmd_as(&self, agent: &str, instance: &str, url: &str, args: &[&str]) -> Command {
+        let mut script = format!(
+            "mount --bind {} /etc/hosts && exec {} {} {}",
+            self.hosts_file.display(),
+            python(),
+            peers().join("mcp_client.py").display(),
+            shell_quote(url)
+        );
+        for a in args {
+            script.push(' ');
+            script.push_str(&shell_quote(a));
+        }
+        self.host
+            .exec_cmd(agent, instance, &["unshare", "-m", "sh", "-c", &script])
+    }
+
+    /// curl as an agent instance (it trusts the enforcer's CA through SSL_CERT_FILE, which
+    /// `enforcer exec` sets). Returns (HTTP status, body).
+    pub fn curl(&self, instance: &str, url: &str, body_file: &Path) -> (u16, Value) {
+        let up = self.host.up_v4.to_string();
+        let resolve = format!("mcp.test:8443:{up}");
+        let data = format!("@{}", body_file.display());
+        let out = self
+            .host
+            .exec_cmd(
+                "curl-agent",
+                instance,
+                &[
+                    "curl",
+                    "-sS",
+                    "--resolve",
+                    &resolve,
+                    "-H",
+                    "Content-Type: application/json",
+                    "-H",
+                    "Accept: application/json, text/event-stream",
+                    "--data-binary",
+                    &data,
+                    "-w",
+                    "\n%{http_code}",
+                    url,
+                ],
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success(),
+            "curl failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
+        (
+            code.trim().parse().unwrap_or(0),
+            serde_json::from_str(body).unwrap_or(json!(body)),
+        )
+    }
+
+    pub fn forwarded_lines(&self) -> Vec<Value> {
+        self.host
+            .daemon_log_lines()
+            .into_iter()
+            .filter(|l| l["fields"]["message"] == "forwarded")
+            .collect()
+    }
+}
