@@ -236,6 +236,24 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_default_file_parses_to_the_defaults() {
+        let shipped =
+            Config::parse(include_str!("../dist/enforcer.toml"), Path::new("dist")).unwrap();
+        let d = Config::default();
+        assert_eq!(shipped.paths.state_dir, d.paths.state_dir);
+        assert_eq!(shipped.paths.pin_dir, d.paths.pin_dir);
+        assert_eq!(shipped.proxy.port, d.proxy.port);
+        assert_eq!(shipped.proxy.listen_v6, d.proxy.listen_v6);
+        assert_eq!(
+            shipped.proxy.unknown_destinations,
+            d.proxy.unknown_destinations
+        );
+        assert_eq!(shipped.proxy.max_body_bytes, d.proxy.max_body_bytes);
+        assert_eq!(shipped.credentials.dir, d.credentials.dir);
+        assert!(shipped.connectors.is_empty() && shipped.bindings.is_empty());
+    }
+
+    #[test]
     fn unknown_keys_are_errors_with_a_line() {
         let err = Config::parse("[proxy]\nport = 1\nprot = 2\n", Path::new("e.toml")).unwrap_err();
         let msg = err.to_string();

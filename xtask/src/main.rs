@@ -2,11 +2,13 @@
 //!
 //!   cargo xtask test          build everything, then run every test (privileged: needs root)
 //!   cargo xtask demo          the self-contained demonstration on this host (needs root)
+//!   cargo xtask install       the release binary and a commented default config
 //!   cargo xtask bench-connect cost of the connect hooks: connect()+close inside vs outside
 //!   cargo xtask bench-proxy   the proxy vs direct, beside nginx and haproxy (shared/perf-peers)
 
 mod bench;
 mod demo;
+mod install;
 
 use std::process::{Command, ExitCode};
 
@@ -30,6 +32,14 @@ enum Cmd {
     },
     /// Run the demonstration: daemon, upstream in its own namespace, an agent, a revocation.
     Demo,
+    /// Install the release binary and a commented default config.
+    Install {
+        /// Stage into this directory instead of / (for packaging).
+        #[arg(long)]
+        destdir: Option<std::path::PathBuf>,
+        #[arg(long, default_value = "/usr/local")]
+        prefix: std::path::PathBuf,
+    },
     /// Benchmark the proxy: an HTTPS JSON-RPC upstream direct vs through nginx, haproxy and
     /// the enforcer (TLS both legs), c=1 and c=64, interleaved, with CPU per request.
     BenchProxy {
@@ -52,6 +62,7 @@ fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
+        Cmd::Install { destdir, prefix } => install::run(destdir, &prefix),
         Cmd::BenchConnect { count } => bench::connect(count),
         Cmd::BenchProxy { reps, threads } => bench::proxy(reps, threads),
     };
