@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """MCP test server (official Python SDK, PyPI `mcp` 2.x) over Streamable HTTP at /mcp.
 
-    python3 mcp_server.py --host H --port P [--certfile C --keyfile K] [--stateless]
+    python3 mcp_server.py --host H --port P [--certfile C --keyfile K [--client-ca CA]] [--stateless]
                           [--json-response] [--legacy-only] [--expect-token T]
                           [--allowed-host H ...] [--no-host-check]
 
@@ -14,6 +14,7 @@ session with --stateless). Prints {"listening": "H:P"} once ready (port 0 = pick
 import argparse
 import asyncio
 import json
+import ssl
 import sys
 from typing import Annotated
 
@@ -23,6 +24,7 @@ from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from pydantic import Field
 
 from mcp.server.mcpserver import Context, MCPServer
+from mcp.server.streamable_http import EventMessage, EventStore
 from mcp.server.transport_security import TransportSecuritySettings
 
 FAKE_SECRET = "AKIAABCDEFGHIJKLMNOP"
@@ -81,6 +83,28 @@ def delete_everything(
     return "deleted"
 
 
+class MemoryEventStore(EventStore):
+    """Keeps every SSE event so a client can resume a stream with Last-Event-ID (--resumable)."""
+
+    def __init__(self):
+        self.events: list[tuple[str, str, object]] = []  # (event id, stream id, message)
+
+    async def store_event(self, stream_id, message):
+        event_id = str(len(self.events) + 1)
+        self.events.append((event_id, stream_id, message))
+        return event_id
+
+    async def replay_events_after(self, last_event_id, send_callback):
+        at = next((i for i, (e, _, _) in enumerate(self.events) if e == last_event_id), None)
+        if at is None:
+            return None
+        stream = self.events[at][1]
+        for event_id, stream_id, message in self.events[at + 1:]:
+            if stream_id == stream and message is not None:
+                await send_callback(EventMessage(message, event_id))
+        return stream
+
+
 class RequireBearer:
     """Pure-ASGI middleware (never buffers, so SSE streams pass through): 401 without the token."""
 
@@ -124,11 +148,14 @@ def main() -> None:
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=0)
     p.add_argument("--certfile")
+    p.add_argument("--client-ca", help="require a TLS client certificate signed by this CA (mTLS)")
     p.add_argument("--keyfile")
     p.add_argument("--stateless", action="store_true",
                    help="handshake era without Mcp-Session-Id (2026-07-28 is stateless anyway)")
     p.add_argument("--json-response", action="store_true",
                    help="answer POSTs with application/json instead of an SSE stream")
+    p.add_argument("--resumable", action="store_true",
+                   help="keep SSE events in memory so streams resume with Last-Event-ID")
     p.add_argument("--legacy-only", action="store_true",
                    help="refuse 2026-07-28 requests with 400, like a pre-2026 server")
     p.add_argument("--expect-token", help="answer 401 unless 'Authorization: Bearer T'")
@@ -147,13 +174,15 @@ def main() -> None:
         allowed_origins=[f"{s}://{x}" for s in ("http", "https") for h in hosts for x in (h, f"{h}:*")],
     )
     app = mcp.streamable_http_app(streamable_http_path="/mcp", stateless_http=a.stateless,
-                                  json_response=a.json_response, transport_security=security, host=a.host)
+                                  json_response=a.json_response, transport_security=security, host=a.host,
+                                  event_store=MemoryEventStore() if a.resumable else None)
     if a.legacy_only:
         app = LegacyOnly(app)
     if a.expect_token:
         app = RequireBearer(app, a.expect_token)
 
-    config = uvicorn.Config(app, host=a.host, port=a.port, ssl_certfile=a.certfile, ssl_keyfile=a.keyfile,
+    mtls = {"ssl_ca_certs": a.client_ca, "ssl_cert_reqs": ssl.CERT_REQUIRED} if a.client_ca else {}
+    config = uvicorn.Config(app, host=a.host, port=a.port, ssl_certfile=a.certfile, ssl_keyfile=a.keyfile, **mtls,
                             log_level="warning", timeout_graceful_shutdown=1)
     server = uvicorn.Server(config)
 

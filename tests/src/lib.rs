@@ -396,6 +396,17 @@ impl TestHost {
     /// A test PKI in this host's directory: a CA and a server certificate for `sans`
     /// (e.g. ["DNS:mcp.test", "IP:10.1.2.2"]). Returns (ca.pem, cert.pem, key.pem).
     pub fn make_pki(&self, name: &str, sans: &[String]) -> (PathBuf, PathBuf, PathBuf) {
+        self.make_pki_for(name, sans, "serverAuth")
+    }
+
+    /// [`make_pki`](Self::make_pki) with the certificate's extended key usage
+    /// ("serverAuth" or "clientAuth").
+    pub fn make_pki_for(
+        &self,
+        name: &str,
+        sans: &[String],
+        eku: &str,
+    ) -> (PathBuf, PathBuf, PathBuf) {
         let d = self.dir.join(format!("pki-{name}"));
         fs::create_dir_all(&d).unwrap();
         let p = |f: &str| d.join(f).to_str().unwrap().to_string();
@@ -456,7 +467,7 @@ impl TestHost {
         fs::write(
             d.join("ext.cnf"),
             format!(
-                "subjectAltName={}\nextendedKeyUsage=serverAuth\n",
+                "subjectAltName={}\nextendedKeyUsage={eku}\n",
                 sans.join(",")
             ),
         )

@@ -3,8 +3,9 @@
 //! for them. Shared by the MCP proxy tests and `cargo xtask demo`.
 //!
 //! Upstream: TLS on 8443 (certificate from a test CA the connector trusts; demands a bearer
-//! token only the enforcer holds), TLS on 8444 (certificate from a CA nobody trusts), plain
-//! HTTP on 8080 (idle limit 1 s). `mcp.test` resolves to the upstream for agents started with
+//! token only the enforcer holds), TLS on 8444 (certificate from a CA nobody trusts), TLS on
+//! 8445 demanding a client certificate (connector "mtls" holds one for `mcp.test:8445`; the
+//! address form has none), plain HTTP on 8080 (idle limit 1 s). `mcp.test` resolves to the upstream for agents started with
 //! [`McpHost::client`].
 
 use std::{
@@ -58,6 +59,11 @@ pub fn setup(test: &str, extra_toml: &str) -> McpHost {
     let sans = vec!["DNS:mcp.test".to_string(), format!("IP:{up}")];
     let (ca, cert, key) = host.make_pki("upstream", &sans);
     let (_rogue_ca, rogue_cert, rogue_key) = host.make_pki("rogue", &sans);
+    let (client_ca, client_cert, client_key) = host.make_pki_for(
+        "agent-client",
+        &["DNS:enforcer.test".to_string()],
+        "clientAuth",
+    );
     let server = peers().join("mcp_server.py");
     let server = server.to_str().unwrap();
     let py = python();
@@ -79,6 +85,7 @@ pub fn setup(test: &str, extra_toml: &str) -> McpHost {
                 key,
                 "--expect-token",
                 UPSTREAM_TOKEN,
+                "--resumable",
             ],
             "listening",
         ),
@@ -98,6 +105,23 @@ pub fn setup(test: &str, extra_toml: &str) -> McpHost {
             "listening",
         ),
         host.spawn_upstream(&[py, server, "--host", &up, "--port", "8080"], "listening"),
+        host.spawn_upstream(
+            &[
+                py,
+                server,
+                "--host",
+                &up,
+                "--port",
+                "8445",
+                "--certfile",
+                cert,
+                "--keyfile",
+                key,
+                "--client-ca",
+                client_ca.to_str().unwrap(),
+            ],
+            "listening",
+        ),
     ];
     let creds = host.dir.join("credentials");
     std::fs::create_dir_all(&creds).unwrap();
@@ -126,6 +150,16 @@ match = ["mcp.test:8444"]
 tls = {{ ca = "{ca}" }}
 
 [[connectors]]
+id = "mtls"
+match = ["mcp.test:8445"]
+tls = {{ ca = "{ca}", client_cert = "{client_cert}", client_key = "{client_key}" }}
+
+[[connectors]]
+id = "mtls-without-cert"
+match = ["{up}:8445"]
+tls = {{ ca = "{ca}" }}
+
+[[connectors]]
 id = "plain"
 match = ["{up}:8080"]
 idle_timeout_secs = 1
@@ -139,6 +173,8 @@ version = 3
 "#,
         creds = creds.display(),
         ca = ca.display(),
+        client_cert = client_cert.display(),
+        client_key = client_key.display(),
     ));
     let hosts_file = host.dir.join("hosts");
     std::fs::write(&hosts_file, format!("127.0.0.1 localhost\n{up} mcp.test\n")).unwrap();

@@ -396,3 +396,149 @@ fn plain_http_mcp_is_inspected_and_idle_sessions_close_on_both_legs() {
         .iter()
         .any(|l| l["fields"]["message"] == "idle session closed on both legs"));
 }
+
+#[test]
+fn mutual_tls_upstreams_get_the_connectors_client_certificate() {
+    let m = setup("mcp-mtls", "");
+    let out = m.client(
+        "t1",
+        "https://mcp.test:8445/mcp",
+        &["--mode", "legacy", "--calls", "echo:mtls"],
+    );
+    assert_eq!(call(&out, "echo")["result"], "mtls", "{out:?}");
+    let fwd = m.forwarded_lines();
+    let line = fwd
+        .iter()
+        .find(|l| l["fields"]["tool"] == "echo" && l["fields"]["connector"] == "mtls")
+        .unwrap_or_else(|| panic!("{fwd:?}"));
+    assert_eq!(line["fields"]["credential_mode"], "Mtls");
+
+    // The same server through a connector without a client certificate: the server refuses
+    // the handshake and the agent gets a JSON-RPC error naming the failure.
+    let url = format!("https://{}:8445/mcp", m.host.up_v4);
+    let out = m.client("t2", &url, &["--mode", "legacy"]);
+    let err = find(&out, "error").to_string();
+    assert!(err.contains("upstream_unavailable"), "{err}");
+    assert!(
+        err.contains("mtls-without-cert"),
+        "names the connector: {err}"
+    );
+}
+
+#[test]
+fn session_streams_resumption_and_delete_pass_through() {
+    let m = setup("mcp-streams", "");
+    // A session-era conversation by hand with curl as the agent (no token: the enforcer
+    // injects the one the server demands): initialize, a streaming call, resume its stream
+    // with Last-Event-ID, open the GET stream, DELETE the session, then use the deleted id.
+    let d = m.host.dir.join("curl");
+    std::fs::create_dir_all(&d).unwrap();
+    let script = format!(
+        r#"set -e
+D={d}
+C="curl -sS --resolve mcp.test:8443:{up} -H Content-Type:application/json -H Accept:application/json,text/event-stream"
+U=https://mcp.test:8443/mcp
+$C -D $D/init.h -o $D/init.b -d '{{"jsonrpc":"2.0","id":1,"method":"initialize","params":{{"protocolVersion":"2025-11-25","capabilities":{{}},"clientInfo":{{"name":"curl","version":"1"}}}}}}' $U
+SID=$(grep -i '^mcp-session-id:' $D/init.h | tr -d '\r' | cut -d' ' -f2)
+H="-H Mcp-Session-Id:$SID -H MCP-Protocol-Version:2025-11-25"
+$C $H -o /dev/null -w '%{{http_code}}' -d '{{"jsonrpc":"2.0","method":"notifications/initialized"}}' $U > $D/notified
+$C $H -o $D/call.b -d '{{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{{"name":"slow_count","arguments":{{"n":3,"delay_ms":50}},"_meta":{{"progressToken":"p1"}}}}}}' $U
+FIRST=$(grep '^id:' $D/call.b | tr -d '\r' | sed -n 2p | cut -d' ' -f2)
+echo "$FIRST" > $D/first
+$C $H -H "Last-Event-ID: $FIRST" -D $D/resume.h -o $D/resume.b --max-time 2 $U || true
+$C $H -D $D/get.h -o $D/get.b --max-time 2 $U || true
+$C $H -X DELETE -o /dev/null -w '%{{http_code}}' $U > $D/delete
+$C $H -o $D/after.b -w '%{{http_code}}' -d '{{"jsonrpc":"2.0","id":2,"method":"tools/list"}}' $U > $D/after
+echo "$SID" > $D/sid
+"#,
+        d = d.display(),
+        up = m.host.up_v4
+    );
+    let out = m
+        .host
+        .exec_cmd("curl-agent", "s1", &["sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read = |f: &str| std::fs::read_to_string(d.join(f)).unwrap_or_default();
+    let sid = read("sid").trim().to_string();
+    assert!(
+        !sid.is_empty(),
+        "initialize answered with a session id: {}",
+        read("init.h")
+    );
+    assert!(
+        read("init.b").contains("\"serverInfo\""),
+        "{}",
+        read("init.b")
+    );
+    assert_eq!(read("notified").trim(), "202");
+    // Resumption: after the first progress event, the stream replays the rest.
+    let first: u64 = read("first")
+        .trim()
+        .parse()
+        .expect("event ids on the SSE stream");
+    let resumed = read("resume.b");
+    assert!(read("resume.h").contains(" 200"), "{}", read("resume.h"));
+    assert!(
+        resumed.contains(&format!("id: {}", first + 1)),
+        "replayed from {first}: {resumed}"
+    );
+    assert!(
+        resumed.contains("\"progress\":2") && resumed.contains("\"progress\":3"),
+        "{resumed}"
+    );
+    assert!(
+        !resumed.contains("\"progress\":1,"),
+        "nothing before the resume point: {resumed}"
+    );
+    let get = read("get.h");
+    assert!(
+        get.starts_with("HTTP/2 200") || get.starts_with("HTTP/1.1 200"),
+        "GET stream opened: {get}"
+    );
+    assert!(get.to_ascii_lowercase().contains("mcp-session-id"), "{get}");
+    assert!(
+        get.to_ascii_lowercase().contains("text/event-stream"),
+        "{get}"
+    );
+    assert_eq!(read("delete").trim(), "200", "DELETE passed through");
+    assert_eq!(
+        read("after").trim(),
+        "404",
+        "a deleted session is gone: {}",
+        read("after.b")
+    );
+
+    // The enforcer saw each method, and kept the protocol session id on its session.
+    let methods: Vec<String> = m
+        .forwarded_lines()
+        .iter()
+        .filter(|l| l["span"]["agent"] == "curl-agent")
+        .map(|l| {
+            l["fields"]["method"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string()
+        })
+        .collect();
+    for method in ["POST", "GET", "DELETE"] {
+        assert!(
+            methods.iter().any(|x| x == method),
+            "{method} in {methods:?}"
+        );
+    }
+    let sessions = admin(&m.host, &["sessions", "--json"]);
+    let ids = sessions["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["owner"]["agent"] == "curl-agent")
+        .map(|s| s["protocol_session_ids"].clone())
+        .unwrap();
+    assert_eq!(ids, json!([sid]));
+}

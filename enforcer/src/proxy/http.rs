@@ -15,7 +15,7 @@ use hyper_util::{
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tracing::{debug, info, warn};
+use tracing::{debug, info, warn, Instrument as _};
 
 use super::{
     upstream::{ProxyBody, UpstreamClient},
@@ -60,9 +60,12 @@ where
 {
     let session = flow.session.clone();
     let _attached = session.client_flow();
+    // HTTP/2 runs each request on a task of its own: carry the flow's span (agent, instance,
+    // user, destination) into every request so no log line loses who made it.
+    let span = tracing::Span::current();
     let service = hyper::service::service_fn(move |req| {
         let flow = flow.clone();
-        async move { Ok::<_, Infallible>(handle(req, flow).await) }
+        async move { Ok::<_, Infallible>(handle(req, flow).await) }.instrument(span.clone())
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder = match protocol {
