@@ -24,8 +24,13 @@ use crate::{
 
 pub fn run(config: Config) -> anyhow::Result<()> {
     init_tracing();
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if config.proxy.worker_threads > 0 {
+    // One thread: the current-thread scheduler, without the work-stealing machinery.
+    let mut builder = if config.proxy.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
+    if config.proxy.worker_threads > 1 {
         builder.worker_threads(config.proxy.worker_threads);
     }
     let runtime = builder

@@ -135,6 +135,7 @@ pub fn setup(test: &str, extra_toml: &str) -> McpHost {
         r#"
 [proxy]
 max_body_bytes = 65536
+worker_threads = 1
 
 [credentials]
 dir = "{creds}"
