@@ -535,24 +535,22 @@ impl TestHost {
 
     /// Start netprobe in the host namespace, outside the agents' subtree, in the background.
     pub fn spawn_outside(&self, probe_args: &[&str]) -> Child {
-        self.nsenter(&self.ns_host)
-            .arg(bin("netprobe"))
-            .args(probe_args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("netprobe outside")
+        self.spawn_netprobe(&self.ns_host, probe_args)
     }
 
     /// Start netprobe in the upstream namespace in the background (e.g. a UDP sink).
     pub fn spawn_probe_upstream(&self, probe_args: &[&str]) -> Child {
-        self.nsenter(&self.ns_up)
+        self.spawn_netprobe(&self.ns_up, probe_args)
+    }
+
+    fn spawn_netprobe(&self, ns: &str, probe_args: &[&str]) -> Child {
+        self.nsenter(ns)
             .arg(bin("netprobe"))
             .args(probe_args)
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
-            .expect("netprobe upstream")
+            .expect("netprobe")
     }
 
     /// Set a sysctl (`key=value`) in the host namespace.
