@@ -64,8 +64,10 @@ def whoami(
     # Mirrored by 2026-07-28 clients into an `Mcp-Param-Tag` request header.
     tag: Annotated[str, Field(json_schema_extra={"x-mcp-header": "Tag"})] = "",
 ) -> str:
-    """Return JSON with the HTTP request headers this call arrived with."""
-    return json.dumps({"headers": _headers(ctx), "protocol_version": ctx.protocol_version, "tag": tag})
+    """Return JSON with the HTTP request headers this call arrived with, and the peer address."""
+    client = getattr(ctx.request_context.request, "client", None)
+    return json.dumps({"headers": _headers(ctx), "protocol_version": ctx.protocol_version, "tag": tag,
+                       "peer": client.host if client else None})
 
 
 @mcp.tool()

@@ -368,6 +368,27 @@ impl TestHost {
         c
     }
 
+    /// The agents' host address with host part `n` on the link to the upstream (10.a.b.n).
+    pub fn host_address(&self, n: u8) -> Ipv4Addr {
+        let o = self.host_v4.octets();
+        Ipv4Addr::new(o[0], o[1], o[2], n)
+    }
+
+    /// Add 10.a.b.n to the agents' host side of the link.
+    pub fn add_host_address(&self, n: u8) {
+        let addr = format!("{}/24", self.host_address(n));
+        sh(&[
+            "nsenter",
+            &format!("--net=/run/netns/{}", self.ns_host),
+            "ip",
+            "addr",
+            "add",
+            &addr,
+            "dev",
+            &self.veth_host,
+        ]);
+    }
+
     /// Append TOML to the daemon's config (before `start_daemon`).
     pub fn append_config(&self, toml_text: &str) {
         let mut text = fs::read_to_string(&self.config).unwrap();

@@ -19,6 +19,10 @@ use serde_json::{json, Value};
 use crate::{json_lines, TestHost};
 
 pub const UPSTREAM_TOKEN: &str = "upstream-secret-5f2c9e";
+/// The API key the plain connector's binding injects as `X-Api-Key`.
+pub const API_KEY: &str = "plain-api-key-93d1";
+/// Host part of the extra address the plain connector's route binds to (10.a.b.<this>).
+pub const ROUTE_SOURCE_HOST: u8 = 3;
 pub const AGENT_TOKEN: &str = "agent-own-token-71ab";
 
 pub fn peers() -> PathBuf {
@@ -125,12 +129,12 @@ pub fn setup(test: &str, extra_toml: &str) -> McpHost {
     ];
     let creds = host.dir.join("credentials");
     std::fs::create_dir_all(&creds).unwrap();
-    std::fs::write(creds.join("mcp-token"), format!("{UPSTREAM_TOKEN}\n")).unwrap();
-    std::fs::set_permissions(
-        creds.join("mcp-token"),
-        std::fs::Permissions::from_mode(0o600),
-    )
-    .unwrap();
+    for (file, secret) in [("mcp-token", UPSTREAM_TOKEN), ("api-key", API_KEY)] {
+        std::fs::write(creds.join(file), format!("{secret}\n")).unwrap();
+        std::fs::set_permissions(creds.join(file), std::fs::Permissions::from_mode(0o600)).unwrap();
+    }
+    // A second address on the agents' host, for the plain connector's route to bind to.
+    host.add_host_address(ROUTE_SOURCE_HOST);
     host.append_config(&format!(
         r#"
 [proxy]
@@ -163,7 +167,15 @@ tls = {{ ca = "{ca}" }}
 [[connectors]]
 id = "plain"
 match = ["{up}:8080"]
+route = {{ name = "lab", bind = "{route_source}" }}
 idle_timeout_secs = 1
+
+[[bindings]]
+id = "plain-api-key"
+connector = "plain"
+secret = "api-key"
+mode = "header"
+header = "X-Api-Key"
 
 [[bindings]]
 id = "mcp-token"
@@ -175,6 +187,7 @@ version = 3
         creds = creds.display(),
         ca = ca.display(),
         client_cert = client_cert.display(),
+        route_source = host.host_address(ROUTE_SOURCE_HOST),
         client_key = client_key.display(),
     ));
     let hosts_file = host.dir.join("hosts");

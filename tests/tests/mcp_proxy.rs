@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use enforcer_tests::{
     bin, json_lines, lines,
-    mcp::{setup, AGENT_TOKEN, UPSTREAM_TOKEN},
+    mcp::{setup, AGENT_TOKEN, API_KEY, ROUTE_SOURCE_HOST, UPSTREAM_TOKEN},
     read_until, wait_for, TestHost,
 };
 use serde_json::{json, Value};
@@ -541,4 +541,111 @@ echo "$SID" > $D/sid
         .map(|s| s["protocol_session_ids"].clone())
         .unwrap();
     assert_eq!(ids, json!([sid]));
+}
+
+#[test]
+fn header_mode_credentials_and_the_routes_source_address() {
+    let m = setup("mcp-route", "");
+    let url = format!("http://{}:8080/mcp", m.host.up_v4);
+    let out = m.client(
+        "h1",
+        &url,
+        &[
+            "--mode",
+            "legacy",
+            "--token",
+            AGENT_TOKEN,
+            "--calls",
+            "whoami",
+        ],
+    );
+    let who: Value =
+        serde_json::from_str(call(&out, "whoami")["result"].as_str().unwrap()).unwrap();
+    let h = &who["headers"];
+    assert_eq!(h["x-api-key"], API_KEY, "API-key header injected: {h}");
+    assert!(
+        h.get("authorization").is_none_or(Value::is_null),
+        "agent's token dropped, not forwarded: {h}"
+    );
+    assert_eq!(
+        who["peer"],
+        m.host.host_address(ROUTE_SOURCE_HOST).to_string(),
+        "the upstream connection left from the route's source address"
+    );
+    let fwd = m.forwarded_lines();
+    let line = fwd
+        .iter()
+        .find(|l| l["fields"]["tool"] == "whoami")
+        .unwrap();
+    assert_eq!(line["fields"]["binding"], "plain-api-key@v1");
+    assert_eq!(line["fields"]["route"], "lab");
+    let log = std::fs::read_to_string(m.host.dir.join("daemon.log")).unwrap();
+    assert!(!log.contains(API_KEY) && !log.contains(AGENT_TOKEN));
+}
+
+#[test]
+fn batches_are_inspected_element_by_element() {
+    let m = setup("mcp-batch", "");
+    let url = format!("http://{}:8080/mcp", m.host.up_v4);
+    let post = |instance: &str, body: &str| -> (String, Value) {
+        let out = m
+            .host
+            .exec_cmd(
+                "batcher",
+                instance,
+                &[
+                    "curl",
+                    "-sS",
+                    "-H",
+                    "Content-Type: application/json",
+                    "-H",
+                    "Accept: application/json, text/event-stream",
+                    "-d",
+                    body,
+                    "-w",
+                    "\n%{http_code}",
+                    &url,
+                ],
+            )
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let (body, code) = text.rsplit_once('\n').unwrap_or(("", ""));
+        (
+            code.to_string(),
+            serde_json::from_str(body).unwrap_or(json!(body)),
+        )
+    };
+    // A well-formed batch is inspected (two messages) and forwarded; this server era refuses
+    // batches itself, and its answer comes back unchanged.
+    let (code, _) = post(
+        "b1",
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":2,"method":"ping"}]"#,
+    );
+    let fwd = m.forwarded_lines();
+    let line = fwd
+        .iter()
+        .find(|l| l["span"]["agent"] == "batcher")
+        .unwrap_or_else(|| panic!("batch forwarded: {fwd:?}"));
+    assert_eq!(line["fields"]["messages"], 2, "{line}");
+    assert_eq!(line["fields"]["status"].to_string(), code);
+    // One bad element refuses the whole batch before it leaves, with the element's id.
+    let (code, body) = post(
+        "b2",
+        r#"[{"jsonrpc":"2.0","id":1,"method":"tools/list"},{"jsonrpc":"2.0","id":7,"method":42}]"#,
+    );
+    assert_eq!(code, "400", "{body}");
+    assert_eq!(
+        (body["error"]["code"].clone(), body["id"].clone()),
+        (json!(-32600), json!(7)),
+        "{body}"
+    );
+    assert_eq!(
+        m.forwarded_lines()
+            .iter()
+            .filter(|l| l["span"]["agent"] == "batcher")
+            .count(),
+        1,
+        "the bad batch never reached the server"
+    );
 }
