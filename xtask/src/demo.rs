@@ -28,35 +28,9 @@ fn show(out: &std::process::Output) {
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
 }
 
-/// The MCP peers' Python environment (what .ci/run does), created if missing.
-fn ensure_peers_venv() -> anyhow::Result<()> {
-    let peers = mcp::peers();
-    if peers.join(".venv/bin/python").exists() {
-        return Ok(());
-    }
-    println!("creating the MCP peers' Python environment (official SDK from PyPI)...");
-    let venv = peers.join(".venv");
-    let ok = std::process::Command::new("python3")
-        .arg("-m")
-        .arg("venv")
-        .arg(&venv)
-        .status()?
-        .success()
-        && std::process::Command::new(venv.join("bin/pip"))
-            .args(["install", "-q", "-r"])
-            .arg(peers.join("requirements.txt"))
-            .status()?
-            .success();
-    if !ok {
-        bail!("could not install tests/peers/requirements.txt");
-    }
-    Ok(())
-}
-
 pub fn run() -> anyhow::Result<()> {
     crate::require_root("the demo")?;
-    crate::ensure_bpffs()?;
-    ensure_peers_venv()?;
+    crate::setup::run_all()?;
     crate::cargo(&["build", "--bins"])?;
 
     say("1. A host with an MCP server upstream, reachable only over a veth link");

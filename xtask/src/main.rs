@@ -1,5 +1,6 @@
 //! Developer workflows that a plain `cargo build` does not cover.
 //!
+//!   cargo xtask setup         install what a fresh machine lacks (tests and demo run it first)
 //!   cargo xtask test          build everything, then run every test (privileged: needs root)
 //!   cargo xtask demo          the self-contained demonstration on this host (needs root)
 //!   cargo xtask install       the release binary and a commented default config
@@ -9,6 +10,7 @@
 mod bench;
 mod demo;
 mod install;
+mod setup;
 
 use std::process::{Command, ExitCode};
 
@@ -24,6 +26,9 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Install what this machine lacks to build and test (rust-src, bpf-linker, system tools,
+    /// the MCP peers' Python environment, bpffs); skips what is present.
+    Setup,
     /// Build all binaries, then run the whole test suite (unit and privileged end-to-end).
     Test {
         /// Extra arguments passed to `cargo test` (e.g. a test name filter).
@@ -60,6 +65,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().cmd {
+        Cmd::Setup => require_root("setup").and_then(|_| setup::run_all()),
         Cmd::Test { args } => test(&args),
         Cmd::Demo => demo::run(),
         Cmd::Install { destdir, prefix } => install::run(destdir, &prefix),
@@ -107,7 +113,7 @@ fn nix_is_root() -> bool {
 
 fn test(extra: &[String]) -> anyhow::Result<()> {
     require_root("the test suite")?;
-    ensure_bpffs()?;
+    setup::run_all()?;
     // The end-to-end tests run the real `enforcer` binary: build every binary first.
     // (The default members: the eBPF crate is built only for the BPF target, by build.rs.)
     cargo(&["build", "--bins"])?;
