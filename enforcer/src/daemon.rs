@@ -184,9 +184,21 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Accept-queue depth (capped by net.core.somaxconn): a burst of agent connects must not
+/// overflow it, since every dropped SYN costs the agent a one-second retransmit.
+const LISTEN_BACKLOG: u32 = 4096;
+
 async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()
+    } else {
+        tokio::net::TcpSocket::new_v6()
+    }
+    .with_context(|| format!("creating the proxy socket for {addr}"))?;
+    socket.set_reuseaddr(true)?;
+    socket
+        .bind(addr)
+        .and_then(|_| socket.listen(LISTEN_BACKLOG))
         .with_context(|| format!("binding the proxy on {addr}"))
 }
 

@@ -30,6 +30,11 @@ pub fn connect(count: u32) -> anyhow::Result<()> {
         &format!("[proxy]\nunknown_destinations = \"tunnel\"\n[network]\nallow = [\"{SINK}\"]\n"),
     );
     host.start_daemon();
+    // 100,000 connects per target to one sink would otherwise run the ephemeral ports into
+    // TIME_WAIT and overflow the sink's accept queue, and connect() would time port searches
+    // and SYN retransmits instead of the hooks.
+    host.sysctl("net.ipv4.tcp_tw_reuse=1");
+    host.sysctl("net.core.somaxconn=65535");
     let mut sink = spawn_sink(&host)?;
     let n = count.to_string();
     let mut samples: [Vec<u64>; 3] = Default::default();

@@ -328,6 +328,10 @@ fn socket_kind(kind: &str) {
 
 fn sink(addr: SocketAddr) {
     let listener = TcpListener::bind(addr).unwrap_or_else(|e| die(&format!("bind {addr}: {e}")));
+    // A deep accept queue: an overflowing one drops SYNs, and each drop costs the client a
+    // one-second retransmit that would swamp what a connect() benchmark measures.
+    // SAFETY: listen(2) again on our own listening socket only resizes its backlog.
+    unsafe { libc::listen(listener.as_raw_fd(), 65_535) };
     emit(json!({ "serving": true }));
     for s in listener.incoming() {
         drop(s);
