@@ -10,6 +10,11 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+};
+
 use http::{HeaderName, HeaderValue};
 use serde::{Deserialize, Serialize};
 
@@ -101,6 +106,18 @@ pub struct Injection {
 pub struct CredentialStore {
     dir: PathBuf,
     bindings: Vec<BindingConfig>,
+    /// Secrets already read, keyed by path with the file's identity and mtime: a request
+    /// costs one stat (needed for the permission check anyway), and a rotated file is re-read.
+    cache: Mutex<HashMap<PathBuf, (FileStamp, Arc<Secret>)>>,
+}
+
+/// What changes when a secret file is replaced or rewritten.
+#[derive(Clone, Copy, PartialEq, Eq)]
+struct FileStamp {
+    ino: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+    len: u64,
 }
 
 impl CredentialStore {
@@ -137,7 +154,11 @@ impl CredentialStore {
         let dir = std::env::var_os("CREDENTIALS_DIRECTORY")
             .map(PathBuf::from)
             .unwrap_or_else(|| dir.to_path_buf());
-        Ok(Self { dir, bindings })
+        Ok(Self {
+            dir,
+            bindings,
+            cache: Mutex::new(HashMap::new()),
+        })
     }
 
     /// The most specific binding for this connector and caller: agent and user, then agent,
@@ -189,7 +210,7 @@ impl CredentialStore {
         })
     }
 
-    fn read_secret(&self, b: &BindingConfig) -> Result<Secret, CredentialError> {
+    fn read_secret(&self, b: &BindingConfig) -> Result<Arc<Secret>, CredentialError> {
         let path = self.dir.join(&b.secret);
         let err = |message: String| CredentialError::Secret {
             id: b.id.clone(),
@@ -206,12 +227,26 @@ impl CredentialStore {
         if meta.uid() != nix::unistd::geteuid().as_raw() {
             return Err(err("not owned by the enforcer's user".into()));
         }
+        let stamp = FileStamp {
+            ino: meta.ino(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+            len: meta.len(),
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((cached, secret)) = cache.get(&path) {
+            if *cached == stamp {
+                return Ok(secret.clone());
+            }
+        }
         let text = std::fs::read_to_string(&path).map_err(|e| err(e.to_string()))?;
         let value = text.trim_end_matches(['\n', '\r']).to_string();
         if value.is_empty() {
             return Err(err("empty".into()));
         }
-        Ok(Secret(value))
+        let secret = Arc::new(Secret(value));
+        cache.insert(path.clone(), (stamp, secret.clone()));
+        Ok(secret)
     }
 }
 
@@ -272,6 +307,10 @@ mod tests {
         assert!(inj.set.1.is_sensitive());
         assert!(!format!("{:?}", Secret("canary".into())).contains("canary"));
         assert_eq!(inj.binding.to_string(), "b@v1");
+        // A rotated secret is used from the next request on (the cache follows the file).
+        std::fs::write(dir.join("s"), "rotated-secret\n").unwrap();
+        let inj = store.injection(b).unwrap();
+        assert_eq!(inj.set.1.to_str().unwrap(), "Bearer rotated-secret");
         std::fs::remove_dir_all(dir).unwrap();
     }
 
