@@ -40,6 +40,70 @@ pub struct Config {
     pub connectors: Vec<ConnectorConfig>,
     /// Which secret each connector (and optionally agent or user) gets injected.
     pub bindings: Vec<BindingConfig>,
+    pub policy: PolicyConfig,
+    pub audit: AuditConfig,
+    /// Detectors for secrets and personal data (masking results, blocking arguments).
+    pub dlp: crate::dlp::DlpConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// This host's environment label ("prod", "staging", "dev"): part of every decision
+    /// (`context.environment` in Cedar) and of every receipt.
+    pub environment: String,
+    /// Cedar policy file loaded as a new version at start (and on reload) when its content
+    /// differs from the active version. Empty: versions are loaded with `enforcer policy load`.
+    pub file: Option<PathBuf>,
+    /// "enforce", or "shadow": evaluate and record would-be denials, enforce nothing.
+    pub mode: crate::gate::Mode,
+    /// What a call no rule matches gets, per JSON-RPC method ("allow" or "deny").
+    pub defaults: std::collections::BTreeMap<String, String>,
+    /// What a call no rule matches gets for methods `defaults` does not name.
+    pub default_other: String,
+}
+
+impl Default for PolicyConfig {
+    fn default() -> Self {
+        let defaults = ["tools/call", "resources/read", "prompts/get"]
+            .into_iter()
+            .map(|m| (m.to_string(), "deny".to_string()))
+            .collect();
+        Self {
+            environment: "dev".into(),
+            file: None,
+            mode: crate::gate::Mode::Enforce,
+            defaults,
+            default_other: "allow".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// "window" (default): a receipt is in the store before the agent sees the answer and on
+    /// disk within `flush_window_ms`; a crash can lose that window. "strict": on disk first;
+    /// a crash loses no receipt of an answer the agent received.
+    pub durability: Durability,
+    pub flush_window_ms: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    #[default]
+    Window,
+    Strict,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            durability: Durability::Window,
+            flush_window_ms: 200,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -92,6 +156,10 @@ pub struct Proxy {
     pub max_body_bytes: usize,
     /// Threads serving the proxy; 0 = one per CPU (like nginx's worker_processes).
     pub worker_threads: usize,
+    /// Largest JSON response read whole for masking and receipts, bytes; a larger one is
+    /// refused (502 with a JSON-RPC error) rather than passed uninspected. SSE events are
+    /// inspected one by one and are bounded separately (8 MiB per event).
+    pub max_response_bytes: usize,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -123,6 +191,7 @@ impl Default for Proxy {
             unknown_destinations: UnknownDestinations::Deny,
             max_body_bytes: 4 * 1024 * 1024,
             worker_threads: 0,
+            max_response_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -172,6 +241,20 @@ impl Config {
                 message: "must be a port number between 1 and 65535".into(),
             });
         }
+        for (method, effect) in self
+            .policy
+            .defaults
+            .iter()
+            .chain([(&"(default_other)".to_string(), &self.policy.default_other)])
+        {
+            if effect != "allow" && effect != "deny" {
+                return Err(ConfigError::Invalid {
+                    path: path.into(),
+                    field: "policy.defaults",
+                    message: format!("{method} = {effect:?}: use \"allow\" or \"deny\""),
+                });
+            }
+        }
         self.allowlist().map_err(|message| ConfigError::Invalid {
             path: path.into(),
             field: "network.allow",
@@ -217,6 +300,11 @@ impl Config {
 
     pub fn revocations_path(&self) -> PathBuf {
         self.paths.state_dir.join("revocations.json")
+    }
+
+    /// The sled store: receipts, policy versions, the admin log.
+    pub fn store_dir(&self) -> PathBuf {
+        self.paths.state_dir.join("store")
     }
 
     pub fn pid_file(&self) -> PathBuf {

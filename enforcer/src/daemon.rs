@@ -10,15 +10,20 @@ use tokio::{io::unix::AsyncFd, net::TcpListener};
 use tracing::{info, warn};
 
 use crate::{
+    audit::{self, AuditStore},
     cgroups::AgentsTree,
-    config::Config,
+    config::{Config, Durability},
     connectors::Connectors,
     control,
     credentials::CredentialStore,
+    dlp::Dlp,
+    gate::Gate,
     identity::Resolver,
     kernel::{self, addr, kill::netns_cookie, Attachment, KernelMaps},
+    policy::{self, PolicyVersions},
     proxy::{self, FlowTable, LegRegistry, ProxyContext},
     revocation::{self, RevocationStore},
+    store,
     tls::{AgentTls, LocalCa},
 };
 
@@ -66,6 +71,39 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let connectors = Connectors::build(&config.connectors)?;
     let ids: Vec<&str> = connectors.all().iter().map(|c| c.id.as_str()).collect();
     let credentials = CredentialStore::new(&config.credentials.dir, config.bindings.clone(), &ids)?;
+    let dlp = Dlp::new(&config.dlp).context("the [dlp] configuration")?;
+    let db = store::open(&config.store_dir(), None)?;
+    let audit = Arc::new(
+        AuditStore::open(
+            &db,
+            match config.audit.durability {
+                Durability::Strict => audit::Durability::Strict,
+                Durability::Window => {
+                    audit::Durability::Window(Duration::from_millis(config.audit.flush_window_ms))
+                }
+            },
+        )
+        .context("opening the audit store")?,
+    );
+    let versions = PolicyVersions::open(&db).context("opening the policy versions")?;
+    let gate = Arc::new(Gate::new(
+        config.policy.environment.clone(),
+        config.policy.mode,
+        policy_defaults(&config),
+        dlp,
+    ));
+    activate_policy(&config, &versions, &gate)?;
+    credentials.on_secrets_changed(Box::new({
+        let gate = gate.clone();
+        move |secrets| {
+            if let Err(e) = gate.dlp().set_bound_secrets(secrets) {
+                warn!(error = %e, "bound secrets not registered with the detectors");
+            }
+        }
+    }));
+    for (binding, e) in credentials.preload() {
+        warn!(%binding, error = %e, "a bound secret cannot be read; calls through it will be refused");
+    }
     let ca = Arc::new(LocalCa::load_or_create(&config.ca_dir()).context("the local CA")?);
     info!(ca = %ca.cert_path().display(), connectors = ids.len(), "local CA ready");
     let tree = AgentsTree::new(config.agents.cgroup_root.as_deref())?;
@@ -154,6 +192,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         sessions: Default::default(),
         unknown_destinations: config.proxy.unknown_destinations,
         max_body_bytes: config.proxy.max_body_bytes,
+        max_response_bytes: config.proxy.max_response_bytes,
+        gate: gate.clone(),
+        audit: audit.clone(),
         own_addrs: listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())
@@ -167,7 +208,14 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let control_path = control::socket_path(&config.paths.runtime_dir);
     let control_listener = control::bind(&control_path)
         .with_context(|| format!("binding the admin socket {}", control_path.display()))?;
-    tokio::spawn(control::serve(control_listener, ctx.clone()));
+    let control = Arc::new(control::Control {
+        proxy: ctx.clone(),
+        versions,
+        gate,
+        audit,
+        compile: compile_options(&config),
+    });
+    tokio::spawn(control::serve(control_listener, control));
     if let Some(logger) = logger {
         tokio::spawn(forward_kernel_logs(logger));
     }
@@ -181,6 +229,92 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(config.pid_file());
     let _ = std::fs::remove_file(&control_path);
+    Ok(())
+}
+
+pub fn policy_defaults(config: &Config) -> policy::Defaults {
+    let effect = |s: &str| {
+        if s == "deny" {
+            policy::Effect::Deny
+        } else {
+            policy::Effect::Allow
+        }
+    };
+    policy::Defaults {
+        per_method: config
+            .policy
+            .defaults
+            .iter()
+            .map(|(m, e)| (m.clone(), effect(e)))
+            .collect(),
+        fallback: effect(&config.policy.default_other),
+    }
+}
+
+/// Compile options matching this daemon's detectors (`context.dlp.<name>`).
+pub fn compile_options(config: &Config) -> policy::CompileOptions {
+    let mut detectors: Vec<String> = policy::CompileOptions::default().detectors;
+    for c in &config.dlp.custom {
+        detectors.push(c.name.clone());
+    }
+    detectors.push(crate::dlp::BOUND_SECRET.to_string());
+    detectors.sort();
+    detectors.dedup();
+    policy::CompileOptions { detectors }
+}
+
+/// Put a policy version in force: the configured file when it differs from the active
+/// version (stored as a new version), else the active version. A file that does not compile
+/// keeps the active version in force (and is an error when there is none).
+fn activate_policy(config: &Config, versions: &PolicyVersions, gate: &Gate) -> anyhow::Result<()> {
+    let options = compile_options(config);
+    let active = versions
+        .active()
+        .context("reading the active policy version")?;
+    if let Some(path) = &config.policy.file {
+        let source = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the policy file {}", path.display()));
+        let compiled = source.and_then(|src| {
+            policy::Policy::compile_with(&src, &path.display().to_string(), &options)
+                .map_err(|e| anyhow::anyhow!("the policy file does not compile:\n{e}"))
+        });
+        match (compiled, &active) {
+            (Ok(p), Some((meta, _))) if meta.hash == p.hash() => {
+                info!(version = %meta.id, "policy version in force (unchanged file)");
+                gate.activate(meta.clone(), p);
+                return Ok(());
+            }
+            (Ok(p), _) => {
+                let meta = versions
+                    .store(&p, &format!("config file {}", path.display()))
+                    .context("storing the policy version")?;
+                info!(version = %meta.id, rules = meta.rules, "policy loaded from the config file as a new version");
+                gate.activate(meta, p);
+                return Ok(());
+            }
+            (Err(e), Some(_)) => {
+                warn!(error = %e, "the policy file is refused; the active version stays in force");
+            }
+            (Err(e), None) => return Err(e),
+        }
+    }
+    match active {
+        Some((meta, source)) => {
+            let p =
+                policy::Policy::compile_with(&source, &meta.file_name, &options).map_err(|e| {
+                    anyhow::anyhow!(
+                        "the stored policy version {} no longer compiles:\n{e}",
+                        meta.id
+                    )
+                })?;
+            info!(version = %meta.id, "policy version in force");
+            gate.activate(meta, p);
+        }
+        None => warn!(
+            "no policy version loaded: the configured defaults decide every call \
+             (tools/call denied unless policy.defaults says otherwise)"
+        ),
+    }
     Ok(())
 }
 

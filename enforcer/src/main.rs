@@ -1,5 +1,6 @@
 //! `enforcer`: the daemon and the admin CLI in one binary. This file only dispatches.
 
+mod audit;
 mod cgroups;
 mod cli;
 mod config;
@@ -7,12 +8,16 @@ mod connectors;
 mod control;
 mod credentials;
 mod daemon;
+mod dlp;
+mod gate;
 mod identity;
 mod kernel;
 mod mcp;
+mod policy;
 mod proxy;
 mod revocation;
 mod sessions;
+mod store;
 mod tls;
 
 /// The proxy allocates per request (headers, bodies, JSON); mimalloc is measurably cheaper

@@ -9,6 +9,8 @@ Prints one JSON line per event on stdout:
     {"tools": [names]}
     {"progress": p, "total": t, "t_ms": ms-since-call-start}     (as each one arrives)
     {"call": name, "result": text, "is_error": bool, "t_ms": ...}
+    {"call": name, "error": message, "code": n, "data": ..., "t_ms": ...}   (a JSON-RPC error for that call)
+    {"ack": text}                                                 (each --echo-loop call)
     {"http": ...} / {"http_response": ...}                        (only with --trace)
 and on failure {"error": "...", "type": "..."[, "code": n, "data": ...]} with exit code 1.
 
@@ -136,8 +138,18 @@ async def run(a) -> None:
             async def on_progress(progress, total, message):
                 emit({"progress": progress, "total": total, "t_ms": ms()})
 
-            result = await client.call_tool(name, args, progress_callback=on_progress)
+            try:
+                result = await client.call_tool(name, args, progress_callback=on_progress)
+            except MCPError as e:  # a JSON-RPC error for this call (e.g. a policy denial): report, go on
+                emit({"call": name, "error": e.error.message, "code": e.error.code, "data": e.error.data,
+                      "t_ms": ms()})
+                continue
             emit({"call": name, "result": result_text(result), "is_error": bool(result.is_error), "t_ms": ms()})
+        for i in range(a.echo_loop):
+            # Load for durability tests: each acknowledged echo is printed as soon as it returns.
+            text = f"{a.echo_prefix}-{i}"
+            result = await client.call_tool("echo", {"text": text})
+            emit({"ack": result_text(result)})
 
 
 def root_cause(exc: BaseException) -> BaseException:
@@ -157,6 +169,9 @@ def main() -> None:
     p.add_argument("--tls", choices=("env", "sdk"), default="env",
                    help="env: system trust + SSL_CERT_FILE/SSL_CERT_DIR/REQUESTS_CA_BUNDLE; sdk: SDK default")
     p.add_argument("--trace", action="store_true", help="also print every HTTP request/response")
+    p.add_argument("--echo-loop", type=int, default=0, metavar="N",
+                   help="after the calls, call echo N times with PREFIX-i, printing {\"ack\": text} for each")
+    p.add_argument("--echo-prefix", default="load")
     a = p.parse_args()
     try:
         anyio.run(run, a)

@@ -13,6 +13,7 @@ session with --stateless). Prints {"listening": "H:P"} once ready (port 0 = pick
 
 import argparse
 import asyncio
+import hashlib
 import json
 import ssl
 import sys
@@ -66,8 +67,12 @@ def whoami(
 ) -> str:
     """Return JSON with the HTTP request headers this call arrived with, and the peer address."""
     client = getattr(ctx.request_context.request, "client", None)
-    return json.dumps({"headers": _headers(ctx), "protocol_version": ctx.protocol_version, "tag": tag,
-                       "peer": client.host if client else None})
+    headers = _headers(ctx)
+    # SHA-256 of each header value: proves what arrived (e.g. an injected credential) without
+    # echoing a secret the enforcer redacts on the way back.
+    digests = {k: hashlib.sha256(v.encode()).hexdigest() for k, v in headers.items()}
+    return json.dumps({"headers": headers, "digests": digests, "protocol_version": ctx.protocol_version,
+                       "tag": tag, "peer": client.host if client else None})
 
 
 @mcp.tool()

@@ -688,3 +688,12 @@ fn remove_cgroup_tree(dir: &Path) {
         fs::remove_dir(dir).is_ok() || !dir.exists()
     });
 }
+
+/// Hex SHA-256 of a text (the test server reports header digests, not secrets).
+pub fn sha256_hex(s: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(s.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}

@@ -44,20 +44,53 @@ pub fn python() -> String {
 pub struct McpHost {
     pub host: TestHost,
     hosts_file: PathBuf,
-    _servers: Vec<Child>,
+    _servers: Servers,
 }
 
-impl Drop for McpHost {
+/// The upstream servers, killed when dropped: also when setup panics half-way (a leaked
+/// server would keep the test's output pipe open).
+pub struct Servers(pub Vec<Child>);
+
+impl Drop for Servers {
     fn drop(&mut self) {
-        for s in &mut self._servers {
+        for s in &mut self.0 {
             let _ = s.kill();
             let _ = s.wait();
         }
     }
 }
 
-/// Build the MCP test host and start its daemon.
+/// A policy file under tests/policies.
+pub fn policy_file(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("policies")
+        .join(name)
+}
+
+/// Build the MCP test host and start its daemon, with the allow-all test policy unless
+/// `extra_toml` brings a `[policy]` section of its own.
 pub fn setup(test: &str, extra_toml: &str) -> McpHost {
+    if extra_toml.contains("[policy]") {
+        return setup_raw(test, extra_toml);
+    }
+    let policy = format!(
+        "{extra_toml}\n[policy]\nfile = \"{}\"\n",
+        policy_file("allow-all.cedar").display()
+    );
+    setup_raw(test, &policy)
+}
+
+/// [`setup`] with the drill policy (tests/policies/drill.cedar) and `policy_extra` lines
+/// added to its `[policy]` section (e.g. `mode = "shadow"`).
+pub fn setup_with_drill_policy(test: &str, policy_extra: &str, extra_toml: &str) -> McpHost {
+    let toml = format!(
+        "{extra_toml}\n[policy]\nenvironment = \"test\"\nfile = \"{}\"\n{policy_extra}\n",
+        policy_file("drill.cedar").display()
+    );
+    setup_raw(test, &toml)
+}
+
+fn setup_raw(test: &str, extra_toml: &str) -> McpHost {
     let mut host = TestHost::new(test);
     let up = host.up_v4.to_string();
     let sans = vec!["DNS:mcp.test".to_string(), format!("IP:{up}")];
@@ -74,7 +107,7 @@ pub fn setup(test: &str, extra_toml: &str) -> McpHost {
     let py = py.as_str();
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let (rogue_cert, rogue_key) = (rogue_cert.to_str().unwrap(), rogue_key.to_str().unwrap());
-    let servers = vec![
+    let servers = Servers(vec![
         host.spawn_upstream(
             &[
                 py,
@@ -126,7 +159,7 @@ pub fn setup(test: &str, extra_toml: &str) -> McpHost {
             ],
             "listening",
         ),
-    ];
+    ]);
     let creds = host.dir.join("credentials");
     std::fs::create_dir_all(&creds).unwrap();
     for (file, secret) in [("mcp-token", UPSTREAM_TOKEN), ("api-key", API_KEY)] {

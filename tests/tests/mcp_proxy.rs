@@ -10,7 +10,7 @@ use std::time::Duration;
 use enforcer_tests::{
     bin, json_lines, lines,
     mcp::{setup, AGENT_TOKEN, API_KEY, ROUTE_SOURCE_HOST, UPSTREAM_TOKEN},
-    read_until, wait_for, TestHost,
+    read_until, sha256_hex, wait_for, TestHost,
 };
 use serde_json::{json, Value};
 
@@ -60,9 +60,13 @@ fn session_era_round_trips_with_the_credential_injected_and_headers_preserved() 
     let h = &who["headers"];
     assert_eq!(h["host"], "mcp.test:8443", "Host preserved: {h}");
     assert_eq!(
-        h["authorization"],
-        format!("Bearer {UPSTREAM_TOKEN}"),
-        "agent token replaced: {h}"
+        who["digests"]["authorization"],
+        sha256_hex(&format!("Bearer {UPSTREAM_TOKEN}")),
+        "agent token replaced by the bound credential: {who}"
+    );
+    assert_eq!(
+        h["authorization"], "Bearer [REDACTED:bound_secret]",
+        "the bound secret never reaches the agent, even echoed back by a tool: {h}"
     );
     assert!(
         h["mcp-session-id"].is_string(),
@@ -79,22 +83,23 @@ fn session_era_round_trips_with_the_credential_injected_and_headers_preserved() 
     assert_eq!(tool_call["fields"]["binding"], "mcp-token@v3");
     assert_eq!(tool_call["span"]["agent"], "sdk-agent");
     assert_eq!(tool_call["span"]["sni"], "mcp.test");
-    // Responses (here inside SSE streams) are matched to their requests by id.
-    let responses: Vec<Value> = m
+    // Responses (here inside SSE streams) are matched to their requests by id: each call's
+    // receipt is written when its response passes.
+    let recorded: Vec<Value> = m
         .host
         .daemon_log_lines()
         .into_iter()
-        .filter(|l| l["fields"]["message"] == "response")
+        .filter(|l| l["fields"]["message"] == "exchange recorded")
         .collect();
     assert!(
-        responses
+        recorded
             .iter()
-            .any(|l| l["fields"]["request"] == "tools/call" && l["fields"]["error"] == false),
-        "{responses:?}"
+            .any(|l| l["fields"]["method"] == "tools/call" && l["fields"]["outcome"] == "ok"),
+        "{recorded:?}"
     );
-    assert!(responses
+    assert!(recorded
         .iter()
-        .any(|l| l["fields"]["request"] == "tools/list"));
+        .any(|l| l["fields"]["method"] == "tools/list"));
     // The secret never reaches the logs; neither does the agent's own token.
     let log = std::fs::read_to_string(m.host.dir.join("daemon.log")).unwrap();
     assert!(!log.contains(UPSTREAM_TOKEN) && !log.contains(AGENT_TOKEN));
@@ -174,7 +179,10 @@ fn stateless_era_round_trips_with_mcp_headers_preserved() {
     assert_eq!(h["mcp-name"], "whoami", "{h}");
     assert_eq!(h["mcp-param-tag"], "tagged", "Mcp-Param-* forwarded: {h}");
     assert_eq!(h["host"], "mcp.test:8443");
-    assert_eq!(h["authorization"], format!("Bearer {UPSTREAM_TOKEN}"));
+    assert_eq!(
+        who["digests"]["authorization"],
+        sha256_hex(&format!("Bearer {UPSTREAM_TOKEN}"))
+    );
     assert!(h.get("mcp-session-id").is_none_or(Value::is_null), "{h}");
     let fwd = m.forwarded_lines();
     assert!(
@@ -562,7 +570,12 @@ fn header_mode_credentials_and_the_routes_source_address() {
     let who: Value =
         serde_json::from_str(call(&out, "whoami")["result"].as_str().unwrap()).unwrap();
     let h = &who["headers"];
-    assert_eq!(h["x-api-key"], API_KEY, "API-key header injected: {h}");
+    assert_eq!(
+        who["digests"]["x-api-key"],
+        sha256_hex(API_KEY),
+        "API-key header injected: {who}"
+    );
+    assert_eq!(h["x-api-key"], "[REDACTED:bound_secret]", "{h}");
     assert!(
         h.get("authorization").is_none_or(Value::is_null),
         "agent's token dropped, not forwarded: {h}"

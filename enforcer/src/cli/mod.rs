@@ -1,9 +1,12 @@
 //! Command-line interface: one file per command. Errors are printed as one clear line (with
 //! causes), never a backtrace, and map to meaningful exit codes.
 
+mod admin;
+mod audit;
 mod ca;
 mod daemon;
 mod exec;
+mod policy;
 mod revoke;
 mod sessions;
 mod status;
@@ -46,6 +49,10 @@ enum Command {
     Connectors(sessions::Args),
     /// Show the kernel state: settings, map entries, counters, revocations.
     Status(status::Args),
+    /// Check, test, load and inspect policy versions.
+    Policy(policy::Args),
+    /// Search and show receipts, verify the audit chain, replay a session.
+    Audit(audit::Args),
 }
 
 /// Exit codes the CLI uses.
@@ -53,6 +60,10 @@ pub mod exit {
     pub const FAILURE: u8 = 1;
     pub const USAGE: u8 = 2;
     pub const REFUSED: u8 = 3;
+    /// `audit verify` found tampering; `policy test` had failing cases.
+    pub const TAMPERED: u8 = 4;
+    pub const TEST_FAILED: u8 = 4;
+    pub const NOT_FOUND: u8 = 5;
 }
 
 pub fn run() -> ExitCode {
@@ -73,6 +84,8 @@ pub fn run() -> ExitCode {
         Command::Status(args) => status::run(config, args),
         Command::Sessions(args) => sessions::sessions(config, args),
         Command::Connectors(args) => sessions::connectors(config, args),
+        Command::Policy(args) => policy::run(config, args),
+        Command::Audit(args) => audit::run(config, args),
     };
     match result {
         Ok(code) => code,

@@ -4,7 +4,7 @@ use std::process::ExitCode;
 
 use serde_json::Value;
 
-use crate::{cli::exit, config::Config, control};
+use crate::{cli::admin, config::Config};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -13,20 +13,8 @@ pub struct Args {
     json: bool,
 }
 
-fn fetch(config: &Config, path: &str) -> Result<Value, ExitCode> {
-    let socket = control::socket_path(&config.paths.runtime_dir);
-    control::client::get(&socket, path).map_err(|e| {
-        eprintln!("enforcer: {e}");
-        ExitCode::from(match e {
-            control::client::ClientError::NoAccess(_)
-            | control::client::ClientError::Refused(_) => exit::REFUSED,
-            _ => exit::FAILURE,
-        })
-    })
-}
-
 pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    let v = match fetch(&config, "/v1/sessions") {
+    let v = match admin::get(&config, "/v1/sessions") {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };
@@ -73,7 +61,7 @@ pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn connectors(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    let v = match fetch(&config, "/v1/connectors") {
+    let v = match admin::get(&config, "/v1/connectors") {
         Ok(v) => v,
         Err(code) => return Ok(code),
     };

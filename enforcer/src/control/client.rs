@@ -3,8 +3,8 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use http::{Request, StatusCode};
-use http_body_util::{BodyExt as _, Empty};
+use http::{Method, Request, StatusCode};
+use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 
@@ -22,14 +22,33 @@ pub enum ClientError {
 
 /// GET `path` (e.g. "/v1/sessions") and return the JSON body.
 pub fn get(socket: &Path, path: &str) -> Result<Value, ClientError> {
+    request(socket, Method::GET, path, None)
+}
+
+/// POST a JSON body to `path` and return the JSON answer.
+pub fn post(socket: &Path, path: &str, body: &Value) -> Result<Value, ClientError> {
+    request(socket, Method::POST, path, Some(body))
+}
+
+pub fn request(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, ClientError> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
-    rt.block_on(get_async(socket, path))
+    rt.block_on(request_async(socket, method, path, body))
 }
 
-async fn get_async(socket: &Path, path: &str) -> Result<Value, ClientError> {
+async fn request_async(
+    socket: &Path,
+    method: Method,
+    path: &str,
+    body: Option<&Value>,
+) -> Result<Value, ClientError> {
     let shown = socket.display().to_string();
     let stream = tokio::net::UnixStream::connect(socket)
         .await
@@ -44,9 +63,13 @@ async fn get_async(socket: &Path, path: &str) -> Result<Value, ClientError> {
         .await
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     tokio::spawn(conn);
-    let req = Request::get(path)
+    let payload = body.map(|b| Bytes::from(b.to_string())).unwrap_or_default();
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
         .header(http::header::HOST, "enforcer")
-        .body(Empty::<Bytes>::new())
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .body(Full::new(payload))
         .map_err(|e| ClientError::Protocol(e.to_string()))?;
     let resp = sender
         .send_request(req)
@@ -61,7 +84,7 @@ async fn get_async(socket: &Path, path: &str) -> Result<Value, ClientError> {
         .to_bytes();
     let value: Value = serde_json::from_slice(&body)
         .map_err(|e| ClientError::Protocol(format!("bad JSON from the daemon: {e}")))?;
-    if status != StatusCode::OK {
+    if !status.is_success() {
         let msg = value["error"]
             .as_str()
             .unwrap_or("request failed")

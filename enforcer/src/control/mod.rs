@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod client;
+pub mod queries;
 
 use std::{
     convert::Infallible,
@@ -23,7 +24,23 @@ use tracing::{info, warn};
 
 use auth::Peer;
 
-use crate::proxy::ProxyContext;
+use queries::QueryError;
+
+use crate::{
+    audit::AuditStore,
+    gate::Gate,
+    policy::{self, PolicyVersions},
+    proxy::ProxyContext,
+};
+
+/// What the admin API acts on.
+pub struct Control {
+    pub proxy: Arc<ProxyContext>,
+    pub versions: PolicyVersions,
+    pub gate: Arc<Gate>,
+    pub audit: Arc<AuditStore>,
+    pub compile: policy::CompileOptions,
+}
 
 pub const SOCKET_NAME: &str = "control.sock";
 pub const API_PREFIX: &str = "/v1";
@@ -46,7 +63,7 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     Ok(listener)
 }
 
-pub async fn serve(listener: UnixListener, proxy: Arc<ProxyContext>) {
+pub async fn serve(listener: UnixListener, control: Arc<Control>) {
     info!("admin API listening");
     loop {
         let Ok((stream, _)) = listener.accept().await else {
@@ -59,12 +76,12 @@ pub async fn serve(listener: UnixListener, proxy: Arc<ProxyContext>) {
                 continue;
             }
         };
-        let proxy = proxy.clone();
+        let control = control.clone();
         tokio::spawn(async move {
             let peer = Arc::new(peer);
             let service = hyper::service::service_fn(move |req| {
-                let (proxy, peer) = (proxy.clone(), peer.clone());
-                async move { Ok::<_, Infallible>(route(req, &proxy, &peer).await) }
+                let (control, peer) = (control.clone(), peer.clone());
+                async move { Ok::<_, Infallible>(route(req, control, &peer).await) }
             });
             let _ = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)
@@ -83,7 +100,49 @@ fn reply(status: StatusCode, body: Value) -> Response<Full<Bytes>> {
     r
 }
 
-async fn route(req: Request<Incoming>, proxy: &ProxyContext, peer: &Peer) -> Response<Full<Bytes>> {
+fn answer(result: Result<Value, QueryError>) -> Response<Full<Bytes>> {
+    match result {
+        Ok(v) => reply(StatusCode::OK, v),
+        Err(e) => {
+            let status = match &e {
+                QueryError::BadRequest(_) => StatusCode::BAD_REQUEST,
+                QueryError::NotFound(_) => StatusCode::NOT_FOUND,
+                QueryError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            reply(status, json!({ "error": e.to_string() }))
+        }
+    }
+}
+
+/// Run a store query off the async workers (a search may walk many index entries; the proxy
+/// may be on the same thread).
+async fn blocking(
+    f: impl FnOnce() -> Result<Value, QueryError> + Send + 'static,
+) -> Response<Full<Bytes>> {
+    answer(
+        tokio::task::spawn_blocking(f)
+            .await
+            .unwrap_or_else(|e| Err(QueryError::Store(format!("query failed: {e}")))),
+    )
+}
+
+async fn read_json(req: Request<Incoming>) -> Result<Value, QueryError> {
+    use http_body_util::BodyExt as _;
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| QueryError::BadRequest(format!("request body: {e}")))?
+        .to_bytes();
+    serde_json::from_slice(&body)
+        .map_err(|e| QueryError::BadRequest(format!("request body is not JSON: {e}")))
+}
+
+async fn route(
+    req: Request<Incoming>,
+    control: Arc<Control>,
+    peer: &Peer,
+) -> Response<Full<Bytes>> {
     if !auth::is_admin(peer) {
         warn!(uid = peer.uid, user = %peer.user, path = %req.uri().path(), "admin API: refused a caller outside the admin group");
         return reply(
@@ -92,18 +151,21 @@ async fn route(req: Request<Incoming>, proxy: &ProxyContext, peer: &Peer) -> Res
                     it needs root or membership of the {} group", peer.user, peer.uid, auth::ADMIN_GROUP) }),
         );
     }
-    let path = req.uri().path().trim_end_matches('/');
+    let path = req.uri().path().trim_end_matches('/').to_string();
     let Some(path) = path.strip_prefix(API_PREFIX) else {
         return reply(
             StatusCode::NOT_FOUND,
             json!({ "error": format!("unknown API version in {path}; this daemon serves {API_PREFIX}") }),
         );
     };
-    match (req.method(), path) {
-        (&Method::GET, "/sessions") => {
+    let params = queries::parse_params(req.uri().query());
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let proxy = &control.proxy;
+    match (req.method().clone(), segments.as_slice()) {
+        (Method::GET, ["sessions"]) => {
             reply(StatusCode::OK, json!({ "sessions": proxy.sessions.list() }))
         }
-        (&Method::GET, "/connectors") => reply(
+        (Method::GET, ["connectors"]) => reply(
             StatusCode::OK,
             json!({ "connectors": proxy.connectors.all().iter().map(|c| json!({
                 "id": c.id,
@@ -114,9 +176,132 @@ async fn route(req: Request<Incoming>, proxy: &ProxyContext, peer: &Peer) -> Res
                 "status": c.status(),
             })).collect::<Vec<_>>() }),
         ),
-        _ => reply(
+        (Method::GET, ["receipts"]) => {
+            let audit = control.audit.clone();
+            blocking(move || queries::search(&audit, &params)).await
+        }
+        (Method::GET, ["receipts", id]) => {
+            let (audit, id) = (control.audit.clone(), id.to_string());
+            blocking(move || queries::receipt(&audit, &id)).await
+        }
+        (Method::GET, ["audit", "verify"]) => {
+            let audit = control.audit.clone();
+            blocking(move || queries::verify(&audit)).await
+        }
+        (Method::GET, ["sessions", id, "recording"]) => {
+            let (audit, id) = (control.audit.clone(), id.to_string());
+            blocking(move || queries::replay(&audit, &id)).await
+        }
+        (Method::GET, ["policy"]) => reply(StatusCode::OK, policy_state(&control)),
+        (Method::GET, ["policy", "versions"]) => {
+            let v = control.versions.clone();
+            blocking(move || queries::policy_history(&v)).await
+        }
+        (Method::GET, ["policy", "versions", id]) => {
+            let (v, id) = (control.versions.clone(), id.to_string());
+            blocking(move || queries::policy_version(&v, &id)).await
+        }
+        (Method::GET, ["policy", "diff"]) => {
+            let v = control.versions.clone();
+            let (Some(from), Some(to)) = (params.get("from").cloned(), params.get("to").cloned())
+            else {
+                return answer(Err(QueryError::BadRequest(
+                    "diff needs from= and to=".into(),
+                )));
+            };
+            blocking(move || queries::policy_diff(&v, &from, &to)).await
+        }
+        (Method::POST, ["policy"]) => {
+            let body = match read_json(req).await {
+                Ok(b) => b,
+                Err(e) => return answer(Err(e)),
+            };
+            answer(load_policy(&control, peer, &body))
+        }
+        (Method::POST, ["policy", "activate"]) => {
+            let body = match read_json(req).await {
+                Ok(b) => b,
+                Err(e) => return answer(Err(e)),
+            };
+            answer(activate_policy(&control, peer, &body))
+        }
+        (method, _) => reply(
             StatusCode::NOT_FOUND,
-            json!({ "error": format!("no such endpoint: {} {API_PREFIX}{path}", req.method()) }),
+            json!({ "error": format!("no such endpoint: {method} {API_PREFIX}{path}") }),
         ),
     }
+}
+
+/// Who did it, as recorded: user, uid, and the sudo user the CLI reports (its word).
+fn actor_of(peer: &Peer, body: &Value) -> String {
+    match body.get("sudo_user").and_then(Value::as_str) {
+        Some(s) if !s.is_empty() => format!("{} (uid {}, sudo from {s})", peer.user, peer.uid),
+        _ => format!("{} (uid {})", peer.user, peer.uid),
+    }
+}
+
+fn policy_state(control: &Control) -> Value {
+    let active = control.gate.active();
+    json!({
+        "environment": control.gate.environment,
+        "mode": format!("{:?}", control.gate.mode).to_lowercase(),
+        "defaults": control.gate.defaults,
+        "active": active.as_ref().map(|a| &a.meta),
+        "rules": active.as_ref().map(|a| a.policy.rules().to_vec()).unwrap_or_default(),
+    })
+}
+
+/// Compile, store as a new version and put in force; a policy that does not compile changes
+/// nothing and the errors come back with file, line and column.
+fn load_policy(control: &Control, peer: &Peer, body: &Value) -> Result<Value, QueryError> {
+    let source = body
+        .get("source")
+        .and_then(Value::as_str)
+        .ok_or_else(|| QueryError::BadRequest("body needs \"source\" (the policy text)".into()))?;
+    let file_name = body
+        .get("file_name")
+        .and_then(Value::as_str)
+        .unwrap_or("policy.cedar");
+    let by = actor_of(peer, body);
+    let compiled =
+        policy::Policy::compile_with(source, file_name, &control.compile).map_err(|e| {
+            QueryError::BadRequest(format!(
+                "policy refused; the active version stays in force:\n{e}"
+            ))
+        })?;
+    let warnings: Vec<String> = compiled.warnings().iter().map(|w| w.to_string()).collect();
+    let meta = control
+        .versions
+        .store(&compiled, &by)
+        .map_err(|e| QueryError::Store(e.to_string()))?;
+    control.gate.activate(meta.clone(), compiled);
+    info!(version = %meta.id, by = %by, rules = meta.rules, "policy version loaded and in force");
+    Ok(json!({ "version": meta, "warnings": warnings }))
+}
+
+fn activate_policy(control: &Control, peer: &Peer, body: &Value) -> Result<Value, QueryError> {
+    let id = body
+        .get("version")
+        .and_then(Value::as_str)
+        .ok_or_else(|| QueryError::BadRequest("body needs \"version\"".into()))?;
+    let by = actor_of(peer, body);
+    let (meta, _) = control
+        .versions
+        .get(id)
+        .map_err(|e| QueryError::NotFound(format!("policy version {id}: {e}")))?;
+    let (meta2, source) = control
+        .versions
+        .get(&meta.id)
+        .map_err(|e| QueryError::Store(e.to_string()))?;
+    let compiled = policy::Policy::compile_with(&source, &meta2.file_name, &control.compile)
+        .map_err(|e| {
+            QueryError::BadRequest(format!("version {id} no longer compiles here:\n{e}"))
+        })?;
+    let (meta, _) = control
+        .versions
+        .activate(id, &by)
+        .map_err(|e| QueryError::Store(e.to_string()))?;
+    control.gate.activate(meta.clone(), compiled);
+    info!(version = %meta.id, by = %by, "policy version re-activated");
+    Ok(json!({ "version": meta }))
 }

@@ -103,12 +103,17 @@ pub struct Injection {
     pub binding: BindingRef,
 }
 
+/// Told every secret value currently loaded, whenever one is loaded or rotated (the DLP
+/// detectors use them to keep bound secrets out of results, receipts and logs).
+pub type SecretsHook = Box<dyn Fn(Vec<String>) + Send + Sync>;
+
 pub struct CredentialStore {
     dir: PathBuf,
     bindings: Vec<BindingConfig>,
     /// Secrets already read, keyed by path with the file's identity and mtime: a request
     /// costs one stat (needed for the permission check anyway), and a rotated file is re-read.
     cache: Mutex<HashMap<PathBuf, (FileStamp, Arc<Secret>)>>,
+    hook: std::sync::OnceLock<SecretsHook>,
 }
 
 /// What changes when a secret file is replaced or rewritten.
@@ -158,7 +163,21 @@ impl CredentialStore {
             dir,
             bindings,
             cache: Mutex::new(HashMap::new()),
+            hook: std::sync::OnceLock::new(),
         })
+    }
+
+    pub fn on_secrets_changed(&self, hook: SecretsHook) {
+        let _ = self.hook.set(hook);
+    }
+
+    /// Read every bound secret now (so the detectors know them before the first call);
+    /// returns the bindings whose secret cannot be read, with why.
+    pub fn preload(&self) -> Vec<(String, CredentialError)> {
+        self.bindings
+            .iter()
+            .filter_map(|b| self.read_secret(b).err().map(|e| (b.id.clone(), e)))
+            .collect()
     }
 
     /// The most specific binding for this connector and caller: agent and user, then agent,
@@ -246,6 +265,9 @@ impl CredentialStore {
         }
         let secret = Arc::new(Secret(value));
         cache.insert(path.clone(), (stamp, secret.clone()));
+        if let Some(hook) = self.hook.get() {
+            hook(cache.values().map(|(_, s)| s.0.clone()).collect());
+        }
         Ok(secret)
     }
 }

@@ -9,6 +9,12 @@ pub const INVALID_REQUEST: i64 = -32600;
 pub const HEADER_MISMATCH: i64 = -32020;
 /// Enforcer-side refusals (policy denials and the like) use the implementation-defined range.
 pub const ENFORCER_REFUSED: i64 = -32001;
+/// A call the policy (or a DLP block) refused; `error.data` carries the diagnostics.
+pub const POLICY_DENIED: i64 = -32003;
+/// A call that needs an approval first; `error.data` carries the receipt to approve.
+pub const APPROVAL_REQUIRED: i64 = -32004;
+/// The audit store could not record the call, so it was not released (fail closed).
+pub const AUDIT_UNAVAILABLE: i64 = -32005;
 
 /// One JSON-RPC message.
 #[derive(Debug, Clone, PartialEq)]
@@ -153,11 +159,61 @@ fn message(v: Value) -> Result<Message, RpcError> {
 
 /// A JSON-RPC error response body.
 pub fn error_body(id: &Value, code: i64, message: &str, data: Option<Value>) -> Bytes {
+    Bytes::from(error_value(id, code, message, data).to_string())
+}
+
+pub fn error_value(id: &Value, code: i64, message: &str, data: Option<Value>) -> Value {
     let mut error = json!({ "code": code, "message": message });
     if let Some(d) = data {
         error["data"] = d;
     }
-    Bytes::from(json!({ "jsonrpc": "2.0", "id": id, "error": error }).to_string())
+    json!({ "jsonrpc": "2.0", "id": id, "error": error })
+}
+
+impl Message {
+    /// The message as JSON again (after the enforcer changed it).
+    pub fn to_value(&self) -> Value {
+        match self {
+            Message::Request { id, method, params } => {
+                let mut v = json!({ "jsonrpc": "2.0", "id": id, "method": method });
+                if !params.is_null() {
+                    v["params"] = params.clone();
+                }
+                v
+            }
+            Message::Notification { method, params } => {
+                let mut v = json!({ "jsonrpc": "2.0", "method": method });
+                if !params.is_null() {
+                    v["params"] = params.clone();
+                }
+                v
+            }
+            Message::Response { id, result, error } => {
+                let mut v = json!({ "jsonrpc": "2.0", "id": id });
+                if let Some(r) = result {
+                    v["result"] = r.clone();
+                }
+                if let Some(e) = error {
+                    v["error"] = e.clone();
+                }
+                v
+            }
+        }
+    }
+}
+
+/// A body again from its messages.
+pub fn serialize(parsed: &Parsed) -> Bytes {
+    let v = if parsed.batch {
+        Value::Array(parsed.messages.iter().map(Message::to_value).collect())
+    } else {
+        parsed
+            .messages
+            .first()
+            .map(Message::to_value)
+            .unwrap_or(Value::Null)
+    };
+    Bytes::from(v.to_string())
 }
 
 #[cfg(test)]

@@ -3,7 +3,6 @@
 
 pub mod jsonrpc;
 pub mod sse;
-pub mod stream;
 
 use http::HeaderMap;
 use serde::Serialize;

@@ -10,6 +10,7 @@ use tokio_rustls::LazyConfigAcceptor;
 use tracing::{info_span, warn, Instrument as _};
 
 use super::{
+    events,
     http::{self, Flow},
     relay,
     upstream::{self, UpstreamConnector},
@@ -17,6 +18,7 @@ use super::{
 };
 use crate::{
     connectors::Scheme,
+    identity::Actor,
     kernel::addr::{canonical, from_words},
     sessions::{Owner, SessionKey},
 };
@@ -61,7 +63,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         if !ctx.connectors.may_match(dest)
             && ctx.unknown_destinations == UnknownDestinations::Tunnel
         {
-            return relay::tunnel(client, dest, &rec, &ctx).await;
+            return tunnel(client, dest, None, &rec, &actor, &ctx).await;
         }
         let first = match tokio::time::timeout(HELLO_TIMEOUT, peek_first_byte(&client)).await {
             Ok(Some(b)) => b,
@@ -81,7 +83,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
             tracing::Span::current().record("sni", s.as_str());
         }
         let Some(connector) = ctx.connectors.find(sni.as_deref(), dest) else {
-            return unknown(client, dest, sni, is_tls, &rec, &ctx).await;
+            return unknown(client, dest, sni, is_tls, &rec, &actor, &ctx).await;
         };
         let upstream_tls = match connector.backend.scheme {
             Scheme::Https => true,
@@ -138,6 +140,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
             session,
             connector: connector.clone(),
             actor: actor.clone(),
+            client_flow: format!("{peer}->{local}"),
             upstream_scheme: if upstream_tls { "https" } else { "http" },
             default_authority: match &sni {
                 Some(s) => format!("{s}:{}", dest.port()),
@@ -146,7 +149,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         });
         if is_tls {
             let name = sni.clone().unwrap_or_else(|| dest.ip().to_string());
-            if let Some(tls) = terminate_tls(client, &name, &ctx).await {
+            if let Some(tls) = terminate_tls(client, &name, &actor, dest, &ctx).await {
                 let protocol = match tls.get_ref().1.alpn_protocol() {
                     Some(crate::tls::ALPN_H2) => http::Protocol::Http2,
                     Some(_) => http::Protocol::Http1,
@@ -202,8 +205,23 @@ async fn peek_sni(s: &TcpStream) -> std::io::Result<Option<String>> {
 async fn terminate_tls(
     client: TcpStream,
     name: &str,
+    actor: &Actor,
+    dest: SocketAddr,
     ctx: &ProxyContext,
 ) -> Option<tokio_rustls::server::TlsStream<TcpStream>> {
+    let failed = |detail: String| {
+        events::record(
+            ctx,
+            actor,
+            events::Event {
+                event: "tls_failure",
+                status: "refused",
+                destination: dest,
+                sni: Some(name),
+                detail: Some(detail),
+            },
+        )
+    };
     let config = match ctx.agent_tls.config_for(name) {
         Ok(c) => c,
         Err(e) => {
@@ -216,6 +234,7 @@ async fn terminate_tls(
         Ok(h) => h.into_stream(config),
         Err(e) => {
             warn!(error = %e, "TLS handshake with the agent failed");
+            failed(format!("TLS handshake with the agent failed: {e}"));
             return None;
         }
     };
@@ -224,6 +243,9 @@ async fn terminate_tls(
         Err(e) => {
             // Typically the agent does not trust the enforcer's CA (or pins certificates).
             warn!(error = %e, "TLS handshake with the agent failed (does it trust the enforcer's CA?)");
+            failed(format!(
+                "TLS handshake with the agent failed (does it trust the enforcer's CA, or pin certificates?): {e}"
+            ));
             None
         }
     }
@@ -235,6 +257,7 @@ async fn unknown(
     sni: Option<String>,
     is_tls: bool,
     rec: &enforcer_common::ConnectRecord,
+    actor: &Actor,
     ctx: &ProxyContext,
 ) {
     let target = match &sni {
@@ -242,9 +265,20 @@ async fn unknown(
         None => dest.to_string(),
     };
     match ctx.unknown_destinations {
-        UnknownDestinations::Tunnel => relay::tunnel(client, dest, rec, ctx).await,
+        UnknownDestinations::Tunnel => tunnel(client, dest, sni.as_deref(), rec, actor, ctx).await,
         UnknownDestinations::Deny => {
             let reason = format!("destination {target} is not an MCP server the enforcer knows: no connector matches it");
+            events::record(
+                ctx,
+                actor,
+                events::Event {
+                    event: "unknown_destination",
+                    status: "refused",
+                    destination: dest,
+                    sni: sni.as_deref(),
+                    detail: Some(reason.clone()),
+                },
+            );
             warn!(
                 event = "unknown_destination",
                 "refused: no connector matches this destination"
@@ -253,7 +287,7 @@ async fn unknown(
             // carrying a JSON-RPC error. Non-HTTP clients simply see the connection close.
             if is_tls {
                 let name = sni.unwrap_or_else(|| dest.ip().to_string());
-                if let Some(tls) = terminate_tls(client, &name, ctx).await {
+                if let Some(tls) = terminate_tls(client, &name, actor, dest, ctx).await {
                     http::serve_refusal(tls, reason).await;
                 }
             } else {
@@ -261,4 +295,30 @@ async fn unknown(
             }
         }
     }
+}
+
+/// Relay a flow no connector matches, uninspected, after recording it (refused instead when
+/// the record cannot be written: nothing passes unrecorded).
+async fn tunnel(
+    client: TcpStream,
+    dest: SocketAddr,
+    sni: Option<&str>,
+    rec: &enforcer_common::ConnectRecord,
+    actor: &Actor,
+    ctx: &ProxyContext,
+) {
+    let r = events::receipt(
+        actor,
+        &events::Event {
+            event: "unknown_destination",
+            status: "tunnelled",
+            destination: dest,
+            sni,
+            detail: Some("relayed without inspection (unknown_destinations = \"tunnel\")".into()),
+        },
+    );
+    if let Err(e) = ctx.audit.append(r).await {
+        return warn!(error = %e, "refused: the tunnel cannot be recorded");
+    }
+    relay::tunnel(client, dest, rec, ctx).await
 }

@@ -18,6 +18,8 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::{debug, info, warn, Instrument as _};
 
 use super::{
+    exchange::Exchange,
+    response,
     upstream::{ProxyBody, UpstreamClient},
     ProxyContext,
 };
@@ -28,7 +30,6 @@ use crate::{
     mcp::{
         self,
         jsonrpc::{self, Message},
-        stream::ResponseReader,
     },
     sessions::Session,
 };
@@ -39,6 +40,8 @@ pub struct Flow {
     pub session: Arc<Session<UpstreamClient>>,
     pub connector: Arc<Connector>,
     pub actor: Actor,
+    /// This client connection, as "agent addr -> proxy addr" (what `ss` shows).
+    pub client_flow: String,
     /// "https" or "http" toward the backend.
     pub upstream_scheme: &'static str,
     /// Authority to use when the request carries no Host (SNI:port or the destination).
@@ -120,7 +123,7 @@ pub fn rpc_error(
     resp
 }
 
-fn full(b: Bytes) -> ProxyBody {
+pub fn full(b: Bytes) -> ProxyBody {
     Full::new(b).map_err(|never| match never {}).boxed()
 }
 
@@ -187,19 +190,6 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError>
 /// A response that ends a request early (boxed: it is much larger than the Ok values).
 type Refusal = Box<Response<ProxyBody>>;
 
-/// What the request was, for the log line (and, later, the receipt).
-struct Inspected {
-    first_id: Value,
-    /// JSON-RPC method of the first message ("" for responses and non-POST requests).
-    method: String,
-    /// Tool name for tools/call.
-    tool: String,
-    era: Option<mcp::Era>,
-    messages: usize,
-    /// (id, method) of every request in the body, to match responses against.
-    pending: Vec<(Value, String)>,
-}
-
 async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> {
     let started = Instant::now();
     let _in_flight = flow.session.request();
@@ -216,7 +206,7 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
             Some(json!({ "reason_code": "body_too_large", "limit_bytes": limit })),
         )
     };
-    let bytes = match read_body(body, limit).await {
+    let mut bytes = match read_body(body, limit).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return too_large(),
         Err(BodyError::Incomplete(e)) => {
@@ -231,21 +221,39 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         }
     };
 
-    let inspected = if parts.method == Method::POST {
-        match inspect_request(&parts.headers, &bytes, &flow) {
-            Ok(i) => i,
+    let (mut messages, mut era) = (0, None);
+    let mut exchange = if parts.method == Method::POST {
+        let mut parsed = match inspect_request(&parts.headers, &bytes, &flow) {
+            Ok(p) => p,
             Err(resp) => return *resp,
+        };
+        messages = parsed.messages.len();
+        era = Some(mcp::era(&parts.headers, parsed.messages.first()));
+        let mut exchange = Exchange::judge(
+            flow.clone(),
+            &parts.headers,
+            parts.method.as_str(),
+            &mut parsed,
+            bytes.len() as u64,
+            started,
+        );
+        if exchange.refused() {
+            return match exchange.refusal_body().await {
+                Ok(body) => json_response(StatusCode::OK, Bytes::from(body.to_string())),
+                Err(e) => audit_unavailable(&e),
+            };
         }
+        if exchange.rewritten {
+            bytes = jsonrpc::serialize(&parsed);
+        }
+        exchange
     } else {
-        Inspected {
-            first_id: Value::Null,
-            method: String::new(),
-            tool: String::new(),
-            era: None,
-            messages: 0,
-            pending: Vec::new(),
-        }
+        Exchange::without_calls(flow.clone(), started)
     };
+    // Fail closed: while the audit store cannot be written, nothing leaves unrecorded.
+    if let Err(e) = flow.ctx.audit.check_writable() {
+        return audit_unavailable(&e);
+    }
     if let Some(sid) = parts
         .headers
         .get("mcp-session-id")
@@ -267,12 +275,17 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         .path_and_query()
         .map(|p| p.as_str())
         .unwrap_or("/");
+    let first_id = exchange
+        .calls
+        .first()
+        .map(|c| c.id.clone())
+        .unwrap_or(Value::Null);
     let uri: Uri = match format!("{}://{authority}{path}", flow.upstream_scheme).parse() {
         Ok(u) => u,
         Err(_) => {
             return rpc_error(
                 StatusCode::BAD_REQUEST,
-                &inspected.first_id,
+                &first_id,
                 jsonrpc::INVALID_REQUEST,
                 "invalid Host or path",
                 None,
@@ -289,6 +302,7 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         Ok(x) => x,
         Err(resp) => return *resp,
     };
+    exchange.set_credential(&credential_mode, binding.as_ref());
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     parts
@@ -299,15 +313,25 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     let method = upstream_req.method().clone();
     let result = flow.session.state.request(upstream_req).await;
     let latency_us = started.elapsed().as_micros() as u64;
-    let (tool, rpc) = (inspected.tool.as_str(), inspected.method.as_str());
+    let (rpc, tool) = exchange
+        .calls
+        .first()
+        .map(|c| (c.method.clone(), c.target.clone().unwrap_or_default()))
+        .unwrap_or_default();
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             let reason = error_chain(&e);
             warn!(%method, rpc, tool, latency_us, error = %reason, "upstream request failed");
+            if let Err(e) = exchange
+                .record_unanswered("upstream_error", None, Some(reason.clone()))
+                .await
+            {
+                return audit_unavailable(&e);
+            }
             return rpc_error(
                 StatusCode::BAD_GATEWAY,
-                &inspected.first_id,
+                &first_id,
                 jsonrpc::ENFORCER_REFUSED,
                 "the enforcer could not reach the MCP server",
                 Some(
@@ -327,8 +351,9 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         %method,
         rpc,
         tool,
-        messages = inspected.messages,
-        era = ?inspected.era,
+        calls = exchange.calls.len(),
+        messages,
+        era = ?era,
         status = resp.status().as_u16(),
         latency_us,
         credential_mode = ?credential_mode,
@@ -340,16 +365,36 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         "forwarded"
     );
     strip_hop_by_hop(resp.headers_mut());
-    let sse = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.starts_with("text/event-stream"));
-    resp.map(|body| tap(body, sse, inspected.pending, started))
+    response::respond(resp, exchange, flow.ctx.max_response_bytes).await
 }
 
-/// Parse and classify the JSON-RPC body; refuse malformed bodies and lying Mcp-* headers.
-fn inspect_request(headers: &HeaderMap, bytes: &Bytes, flow: &Flow) -> Result<Inspected, Refusal> {
+fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
+    let mut resp = Response::new(full(body));
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+fn audit_unavailable(e: &crate::audit::AuditError) -> Response<ProxyBody> {
+    warn!(error = %e, "refused: the audit store cannot be written");
+    rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &Value::Null,
+        jsonrpc::AUDIT_UNAVAILABLE,
+        "the enforcer cannot record calls right now, so none are let through",
+        Some(json!({ "reason_code": "audit_unavailable" })),
+    )
+}
+
+/// Parse the JSON-RPC body; refuse malformed bodies and lying Mcp-* headers.
+fn inspect_request(
+    headers: &HeaderMap,
+    bytes: &Bytes,
+    flow: &Flow,
+) -> Result<jsonrpc::Parsed, Refusal> {
     let parsed = jsonrpc::parse(bytes).map_err(|e| {
         warn!(code = e.code, error = %e.message, "refused: malformed JSON-RPC");
         Box::new(rpc_error(
@@ -360,8 +405,6 @@ fn inspect_request(headers: &HeaderMap, bytes: &Bytes, flow: &Flow) -> Result<In
             None,
         ))
     })?;
-    let first = parsed.messages.first();
-    let era = mcp::era(headers, first);
     for m in &parsed.messages {
         if let Err(why) = mcp::check_headers(headers, m) {
             warn!(error = %why, "refused: Mcp-* headers do not match the body");
@@ -378,33 +421,7 @@ fn inspect_request(headers: &HeaderMap, bytes: &Bytes, flow: &Flow) -> Result<In
         }
         debug!(kind = ?mcp::classify(m), "request message");
     }
-    let tool = match first {
-        Some(m @ Message::Request { method, .. }) if method == "tools/call" => m
-            .params()
-            .and_then(|p| p.get("name"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-        _ => String::new(),
-    };
-    Ok(Inspected {
-        first_id: first.and_then(Message::id).cloned().unwrap_or(Value::Null),
-        method: first
-            .and_then(Message::method)
-            .unwrap_or_default()
-            .to_string(),
-        tool,
-        era: Some(era),
-        messages: parsed.messages.len(),
-        pending: parsed
-            .messages
-            .iter()
-            .filter_map(|m| match m {
-                Message::Request { id, method, .. } => Some((id.clone(), method.clone())),
-                _ => None,
-            })
-            .collect(),
-    })
+    Ok(parsed)
 }
 
 /// Inject the bound credential (replacing the agent's Authorization, never adding to it), or
@@ -439,43 +456,6 @@ fn apply_credentials(
         None if flow.connector.mtls => Ok((CredentialMode::Mtls, None)),
         None => Ok((CredentialMode::None, None)),
     }
-}
-
-/// Pass the response body through frame by frame, reading the JSON-RPC in it as it goes and
-/// matching each response to its request by id.
-fn tap(body: Incoming, sse: bool, pending: Vec<(Value, String)>, started: Instant) -> ProxyBody {
-    // Today only the debug log reads responses: skip the work when nothing consumes it.
-    if !tracing::enabled!(tracing::Level::DEBUG) {
-        return body
-            .map_err(|e| Box::new(e) as super::upstream::BoxError)
-            .boxed();
-    }
-    let mut reader = ResponseReader::new(sse);
-    body.map_frame(move |frame| {
-        if let Some(data) = frame.data_ref() {
-            for m in reader.feed(data) {
-                match &m {
-                    Message::Response { id, error, .. } => {
-                        let method = pending
-                            .iter()
-                            .find(|(i, _)| i == id)
-                            .map(|(_, m)| m.as_str());
-                        debug!(
-                            %id,
-                            request = method.unwrap_or("(unknown id)"),
-                            error = error.is_some(),
-                            latency_us = started.elapsed().as_micros() as u64,
-                            "response"
-                        );
-                    }
-                    other => debug!(kind = ?mcp::classify(other), "stream message"),
-                }
-            }
-        }
-        frame
-    })
-    .map_err(|e| Box::new(e) as super::upstream::BoxError)
-    .boxed()
 }
 
 fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {

@@ -5,10 +5,13 @@
 //! reason or, if configured, tunnelled uninspected and recorded.
 
 mod dispatch;
+mod events;
+mod exchange;
 pub mod flows;
 pub mod http;
 pub mod legs;
 mod relay;
+mod response;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -21,8 +24,8 @@ pub use flows::FlowTable;
 pub use legs::LegRegistry;
 
 use crate::{
-    connectors::Connectors, credentials::CredentialStore, identity::Resolver, sessions::Registry,
-    tls::AgentTls,
+    audit::AuditStore, connectors::Connectors, credentials::CredentialStore, gate::Gate,
+    identity::Resolver, sessions::Registry, tls::AgentTls,
 };
 
 /// What to do with a flow to a destination no connector matches.
@@ -47,6 +50,12 @@ pub struct ProxyContext {
     pub sessions: Registry<upstream::UpstreamClient>,
     pub unknown_destinations: UnknownDestinations,
     pub max_body_bytes: usize,
+    /// Largest JSON response read whole for masking and receipts; larger ones are refused.
+    pub max_response_bytes: usize,
+    /// Policy, DLP and rollout mode: every call's verdict.
+    pub gate: Arc<Gate>,
+    /// Where receipts go (fail closed when it cannot be written).
+    pub audit: Arc<AuditStore>,
     /// The proxy's own listening addresses: an agent dialling them directly is refused, never
     /// relayed back into ourselves.
     pub own_addrs: Vec<SocketAddr>,

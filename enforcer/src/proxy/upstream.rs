@@ -35,6 +35,11 @@ pub type ProxyBody = BoxBody<Bytes, BoxError>;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type UpstreamClient = Client<UpstreamConnector, ProxyBody>;
 
+/// The backend flow a response came over ("local addr -> peer addr"), for receipts: hyper-util
+/// copies it from the connection into each response's extensions.
+#[derive(Clone, Debug)]
+pub struct BackendFlow(pub String);
+
 /// Where and how to reach one session's backend.
 #[derive(Clone)]
 pub struct UpstreamConnector {
@@ -96,6 +101,10 @@ impl UpstreamConnector {
         }
         let tcp = socket.connect(addr).await?;
         tcp.set_nodelay(true)?;
+        let flow_id = match tcp.local_addr() {
+            Ok(local) => format!("{local}->{addr}"),
+            Err(_) => format!("?->{addr}"),
+        };
         let leg = self.legs.register(&tcp, &self.record, LEG_UPSTREAM)?;
         let io = match &self.tls {
             None => Either::Left(tcp),
@@ -113,6 +122,7 @@ impl UpstreamConnector {
         Ok(UpstreamIo {
             io: TokioIo::new(io),
             h2,
+            flow_id: BackendFlow(flow_id),
             _leg: leg,
         })
     }
@@ -135,12 +145,13 @@ type Stream = Either<TcpStream, Box<TlsStream<TcpStream>>>;
 pub struct UpstreamIo {
     io: TokioIo<Stream>,
     h2: bool,
+    flow_id: BackendFlow,
     _leg: LegGuard,
 }
 
 impl Connection for UpstreamIo {
     fn connected(&self) -> Connected {
-        let c = Connected::new();
+        let c = Connected::new().extra(self.flow_id.clone());
         if self.h2 {
             c.negotiated_h2()
         } else {

@@ -42,6 +42,8 @@ pub struct Session<T> {
     in_flight: AtomicUsize,
     client_flows: AtomicUsize,
     protocol_ids: Mutex<BTreeSet<String>>,
+    /// MCP clientInfo the agent announced (client surface; the client's word).
+    client: Mutex<Option<String>>,
     cancel: CancellationToken,
     /// Per-session state of the layer that owns the registry (the proxy's upstream pool).
     pub state: T,
@@ -78,6 +80,27 @@ impl<T> Session<T> {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(id.to_string());
+    }
+
+    pub fn set_client(&self, client: &str) {
+        *self.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.to_string());
+    }
+
+    pub fn client(&self) -> Option<String> {
+        self.client
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn state_name(&self) -> &'static str {
+        if self.is_closed() {
+            "closed"
+        } else if self.in_flight.load(Ordering::Relaxed) > 0 {
+            "active"
+        } else {
+            "idle"
+        }
     }
 
     pub fn cancelled(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
@@ -117,13 +140,7 @@ impl<T> Session<T> {
             id: self.id.clone(),
             owner: self.owner.clone(),
             connector: self.connector.clone(),
-            state: if self.is_closed() {
-                "closed"
-            } else if self.in_flight.load(Ordering::Relaxed) > 0 {
-                "active"
-            } else {
-                "idle"
-            },
+            state: self.state_name(),
             created: humantime::format_rfc3339_seconds(self.created).to_string(),
             idle_ms: self.idle_for().as_millis() as u64,
             idle_limit_ms: self.idle_limit.as_millis() as u64,
@@ -204,6 +221,7 @@ impl<T> Registry<T> {
             in_flight: AtomicUsize::new(0),
             client_flows: AtomicUsize::new(0),
             protocol_ids: Mutex::new(BTreeSet::new()),
+            client: Mutex::new(None),
             cancel: CancellationToken::new(),
             state: state(),
         });

@@ -1,0 +1,28 @@
+//! The one error type of the audit store. Every failure to record is an error the caller must
+//! treat as "refuse the call" (fail closed).
+
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum AuditError {
+    #[error("audit storage error: {0}")]
+    Storage(#[from] sled::Error),
+    #[error("audit record encoding error: {0}")]
+    Encoding(#[from] serde_json::Error),
+    #[error("audit flush failed: {0}")]
+    Flush(String),
+    #[error("audit store lock poisoned")]
+    Poisoned,
+    #[error("invalid search cursor: {0}")]
+    BadCursor(String),
+    #[error("corrupt audit store: {0}")]
+    Corrupt(String),
+}
+
+pub type Result<T, E = AuditError> = std::result::Result<T, E>;
+
+impl<T> From<std::sync::PoisonError<T>> for AuditError {
+    fn from(_: std::sync::PoisonError<T>) -> Self {
+        AuditError::Poisoned
+    }
+}

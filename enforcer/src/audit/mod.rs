@@ -1,0 +1,18 @@
+//! Audit receipts: the fixed `Receipt` contract, a hash-chained append-only store in sled with
+//! secondary indexes, search, session replay, and benchmarks.
+
+pub mod bench;
+pub mod canonical;
+pub mod chain;
+pub mod durability;
+pub mod error;
+pub mod index;
+pub mod receipt;
+pub mod search;
+pub mod store;
+
+pub use chain::{Chain, ChainRecord, Problem, ProblemKind, VerifyReport};
+pub use durability::Durability;
+pub use error::AuditError;
+pub use search::{Page, Query};
+pub use store::AuditStore;

@@ -1,0 +1,69 @@
+//! Receipts for connection-level events: flows refused or tunnelled before any MCP message
+//! (unknown destination), and TLS failures with the agent.
+
+use std::net::SocketAddr;
+
+use tracing::warn;
+
+use super::ProxyContext;
+use crate::{
+    audit::receipt::{ActorChain, ConnectionEvent, Outcome, Receipt, ReceiptKind, Surface},
+    identity::Actor,
+};
+
+pub struct Event<'a> {
+    /// "unknown_destination", "tls_failure", ...
+    pub event: &'a str,
+    /// Outcome status: "refused", "tunnelled", ...
+    pub status: &'a str,
+    pub destination: SocketAddr,
+    pub sni: Option<&'a str>,
+    pub detail: Option<String>,
+}
+
+pub fn receipt(actor: &Actor, e: &Event<'_>) -> Receipt {
+    let now = std::time::SystemTime::now();
+    Receipt {
+        time_ns: now
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64,
+        time: humantime::format_rfc3339_micros(now).to_string(),
+        kind: ReceiptKind::Connection,
+        actor: ActorChain {
+            user: actor.user.clone(),
+            uid: actor.uid,
+            agent: actor.agent.clone(),
+            instance: actor.instance.clone(),
+            instance_id: actor.instance_id,
+            pid: actor.pid,
+            surface: Surface {
+                exe: actor.exe.clone(),
+                ..Default::default()
+            },
+        },
+        outcome: Outcome {
+            status: e.status.into(),
+            error: e.detail.clone(),
+            ..Default::default()
+        },
+        event: Some(ConnectionEvent {
+            event: e.event.into(),
+            destination: Some(e.destination.to_string()),
+            sni: e.sni.map(String::from),
+            detail: e.detail.clone(),
+        }),
+        ..Default::default()
+    }
+}
+
+/// Record a connection event (in the background: the flow it describes is already decided).
+pub fn record(ctx: &ProxyContext, actor: &Actor, e: Event<'_>) {
+    let r = receipt(actor, &e);
+    let audit = ctx.audit.clone();
+    tokio::spawn(async move {
+        if let Err(err) = audit.append(r).await {
+            warn!(error = %err, "could not record a connection event");
+        }
+    });
+}

@@ -1,0 +1,570 @@
+//! One HTTP request's MCP calls on their way through the proxy: the verdict each got, and the
+//! receipt each gets once its answer is known. A receipt is appended before the answer (the
+//! server's response, or the enforcer's refusal) is released to the agent; if it cannot be
+//! written, the agent gets an error instead of the answer.
+
+use std::{
+    collections::BTreeMap,
+    sync::Arc,
+    time::{Instant, SystemTime, UNIX_EPOCH},
+};
+
+use http::HeaderMap;
+use serde_json::{json, Value};
+use sha2::{Digest as _, Sha256};
+use tracing::{info, warn};
+
+use super::http::Flow;
+use crate::{
+    audit::receipt::{
+        ActorChain, ConnectorPath, CredentialRef, Outcome, Receipt, ReceiptKind, RequestInfo,
+        RouteStatus, SessionRef, Surface,
+    },
+    credentials::{BindingRef, CredentialMode},
+    gate::{Call as GateCall, Enforced, Verdict},
+    mcp::{self, jsonrpc, jsonrpc::Message},
+};
+
+/// Methods whose exchanges get a receipt even when they succeed.
+fn of_interest(method: &str) -> bool {
+    matches!(
+        method,
+        "initialize"
+            | "server/discover"
+            | "tools/list"
+            | "tools/call"
+            | "resources/read"
+            | "prompts/get"
+    )
+}
+
+/// Recordings larger than this are kept as a truncated preview.
+const RECORDING_MAX: usize = 8 * 1024;
+
+/// One request message awaiting its answer.
+pub struct PendingCall {
+    pub id: Value,
+    pub method: String,
+    pub target: Option<String>,
+    pub enforced: Enforced,
+    receipt: Receipt,
+    done: bool,
+}
+
+pub struct Exchange {
+    flow: Arc<Flow>,
+    started: Instant,
+    pub calls: Vec<PendingCall>,
+    pub batch: bool,
+    /// A detector's `redact` action changed some call's arguments: the body must be rebuilt.
+    pub rewritten: bool,
+    bytes_out: u64,
+}
+
+fn now_ns() -> (u64, String) {
+    let now = SystemTime::now();
+    let ns = now
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64;
+    (ns, humantime::format_rfc3339_micros(now).to_string())
+}
+
+/// "sha256:<hex>" of canonical JSON (serde_json maps are sorted).
+pub fn digest(v: &Value) -> String {
+    let bytes = serde_json::to_vec(v).unwrap_or_default();
+    let mut h = Sha256::new();
+    h.update(&bytes);
+    let out = h.finalize();
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in out {
+        s.push_str(&format!("{b:02x}"));
+    }
+    s
+}
+
+impl Exchange {
+    /// Judge every request in the body and draft its receipt.
+    pub fn judge(
+        flow: Arc<Flow>,
+        headers: &HeaderMap,
+        http_method: &str,
+        parsed: &mut jsonrpc::Parsed,
+        bytes_in: u64,
+        started: Instant,
+    ) -> Self {
+        let era = mcp::era(headers, parsed.messages.first());
+        let header = |n: &str| {
+            headers
+                .get(n)
+                .and_then(|v| v.to_str().ok())
+                .map(String::from)
+        };
+        let protocol_version = header("mcp-protocol-version");
+        let user_agent = header("user-agent");
+        let protocol_session = header("mcp-session-id");
+        let mut calls = Vec::new();
+        let mut rewritten = false;
+        for m in parsed.messages.iter_mut() {
+            let Message::Request { id, method, params } = m else {
+                continue;
+            };
+            if method == "initialize" {
+                if let mcp::Kind::Initialize {
+                    client: Some(c), ..
+                } = mcp::classify(&Message::Request {
+                    id: id.clone(),
+                    method: method.clone(),
+                    params: params.clone(),
+                }) {
+                    flow.session.set_client(&c);
+                }
+            }
+            let client = flow.session.client().or_else(|| meta_client(params));
+            let target = target_of(method, params);
+            let arguments = match method.as_str() {
+                "tools/call" | "prompts/get" => {
+                    params.get("arguments").cloned().unwrap_or(Value::Null)
+                }
+                _ => Value::Null,
+            };
+            let actor = &flow.actor;
+            let verdict: Verdict = flow.ctx.gate.judge(&GateCall {
+                user: &actor.user,
+                agent: &actor.agent,
+                instance: &actor.instance,
+                exe: &actor.exe,
+                client: client.as_deref(),
+                connector: &flow.connector.id,
+                method,
+                target: target.as_deref(),
+                arguments: &arguments,
+            });
+            if let Some(forward) = &verdict.forward_arguments {
+                if let Some(p) = params.as_object_mut() {
+                    p.insert("arguments".into(), forward.clone());
+                    rewritten = true;
+                }
+            }
+            let (time_ns, time) = now_ns();
+            let status = flow.connector.status();
+            let receipt = Receipt {
+                time_ns,
+                time,
+                kind: ReceiptKind::Exchange,
+                request: Some(RequestInfo {
+                    jsonrpc_id: id.clone(),
+                    method: method.clone(),
+                    target: target.clone(),
+                    arguments_digest: (!arguments.is_null()).then(|| digest(&arguments)),
+                    arguments_redacted: verdict.redacted_arguments.clone(),
+                    era: Some(match era {
+                        mcp::Era::Session => "session".into(),
+                        mcp::Era::Stateless => "stateless".into(),
+                    }),
+                    protocol_version: protocol_version.clone(),
+                    http_method: http_method.to_string(),
+                }),
+                actor: ActorChain {
+                    user: actor.user.clone(),
+                    uid: actor.uid,
+                    agent: actor.agent.clone(),
+                    instance: actor.instance.clone(),
+                    instance_id: actor.instance_id,
+                    pid: actor.pid,
+                    surface: Surface {
+                        exe: actor.exe.clone(),
+                        client,
+                        user_agent: user_agent.clone(),
+                    },
+                },
+                session: SessionRef {
+                    enforcer_session: flow.session.id.clone(),
+                    client_flow: flow.client_flow.clone(),
+                    backend_flow: None,
+                    protocol_session_id: protocol_session.clone(),
+                    state: flow.session.state_name().to_string(),
+                    idle_limit_ms: flow.session.idle_limit.as_millis() as u64,
+                },
+                policy: Some(verdict.ticket),
+                credential: CredentialRef {
+                    mode: "none".into(),
+                    binding: None,
+                },
+                connector: ConnectorPath {
+                    connector: flow.connector.id.clone(),
+                    route: flow.connector.route_name.clone(),
+                    backend: flow.connector.backend.display.clone(),
+                    route_status: RouteStatus {
+                        state: match status.reachable {
+                            Some(true) => "reachable",
+                            Some(false) => "unreachable",
+                            None => "unknown",
+                        }
+                        .into(),
+                        last_error: status.last_error,
+                        last_latency_us: status.last_latency_us,
+                    },
+                },
+                outcome: Outcome {
+                    bytes_in,
+                    masking: verdict.findings,
+                    ..Default::default()
+                },
+                event: None,
+                recording: None,
+                ..Default::default()
+            };
+            calls.push(PendingCall {
+                id: id.clone(),
+                method: method.clone(),
+                target,
+                enforced: verdict.enforced,
+                receipt,
+                done: false,
+            });
+        }
+        Exchange {
+            flow,
+            started,
+            calls,
+            batch: parsed.batch,
+            rewritten,
+            bytes_out: 0,
+        }
+    }
+
+    /// For requests that carry no JSON-RPC (GET streams, DELETE): nothing to judge, but what
+    /// the server sends back is still masked.
+    pub fn without_calls(flow: Arc<Flow>, started: Instant) -> Self {
+        Exchange {
+            flow,
+            started,
+            calls: Vec::new(),
+            batch: false,
+            rewritten: false,
+            bytes_out: 0,
+        }
+    }
+
+    /// Whether any call in this request is refused by the gate.
+    pub fn refused(&self) -> bool {
+        self.calls.iter().any(|c| c.enforced != Enforced::Allow)
+    }
+
+    pub fn set_credential(&mut self, mode: &CredentialMode, binding: Option<&BindingRef>) {
+        let mode = match mode {
+            CredentialMode::Inject => "inject",
+            CredentialMode::Passthrough => "passthrough",
+            CredentialMode::Mtls => "mtls",
+            CredentialMode::None => "none",
+        };
+        for c in &mut self.calls {
+            c.receipt.credential = CredentialRef {
+                mode: mode.into(),
+                binding: binding.map(|b| b.to_string()),
+            };
+        }
+    }
+
+    pub fn set_backend_flow(&mut self, flow: Option<&str>, protocol_session: Option<&str>) {
+        for c in &mut self.calls {
+            c.receipt.session.backend_flow = flow.map(String::from);
+            if c.receipt.session.protocol_session_id.is_none() {
+                c.receipt.session.protocol_session_id = protocol_session.map(String::from);
+            }
+        }
+    }
+
+    /// Count bytes released to the agent.
+    pub fn sent(&mut self, n: usize) {
+        self.bytes_out += n as u64;
+    }
+
+    /// The JSON-RPC error each refused call gets, with its diagnostics; calls of the same batch
+    /// that were allowed are refused with them (a batch passes whole or not at all). Receipts
+    /// are written first; their ids go into the errors.
+    pub async fn refusal_body(&mut self) -> Result<Value, crate::audit::AuditError> {
+        let mut bodies = Vec::new();
+        let refused_by: Vec<Value> = self
+            .calls
+            .iter()
+            .filter(|c| c.enforced != Enforced::Allow)
+            .map(|c| c.id.clone())
+            .collect();
+        for i in 0..self.calls.len() {
+            let (code, message, status) = {
+                let c = &self.calls[i];
+                let ticket = c.receipt.policy.as_ref();
+                match c.enforced {
+                    Enforced::Allow => (
+                        jsonrpc::ENFORCER_REFUSED,
+                        "refused with the rest of its batch".to_string(),
+                        "refused",
+                    ),
+                    Enforced::Deny => (
+                        jsonrpc::POLICY_DENIED,
+                        format!(
+                            "denied by policy: {}",
+                            ticket.map(|t| t.reason_code.as_str()).unwrap_or("denied")
+                        ),
+                        "denied",
+                    ),
+                    Enforced::RequireApproval => (
+                        jsonrpc::APPROVAL_REQUIRED,
+                        "this call needs an approval before it can run".to_string(),
+                        "approval_required",
+                    ),
+                    Enforced::DlpBlock => (
+                        jsonrpc::POLICY_DENIED,
+                        "blocked: the arguments carry sensitive data".to_string(),
+                        "dlp_blocked",
+                    ),
+                }
+            };
+            let c = &mut self.calls[i];
+            c.receipt.outcome.status = status.into();
+            c.receipt.outcome.rpc_error_code = Some(code);
+            c.receipt.outcome.error = Some(message.clone());
+            c.receipt.outcome.http_status = Some(200);
+            c.receipt.outcome.latency_us = self.started.elapsed().as_micros() as u64;
+            let stored = self.flow.ctx.audit.append(c.receipt.clone()).await?;
+            c.done = true;
+            let t = stored.policy.clone().unwrap_or_default();
+            let mut data = json!({
+                "reason_code": if c.enforced == Enforced::Allow { "batch_refused" } else { t.reason_code.as_str() },
+                "rule": t.rule,
+                "note": t.note,
+                "policy_version": t.version,
+                "environment": t.environment,
+                "receipt": stored.id,
+            });
+            if c.enforced == Enforced::Allow {
+                data["refused_because"] = Value::Array(refused_by.clone());
+            }
+            if c.enforced == Enforced::DlpBlock {
+                data["detectors"] = json!(stored.outcome.masking.keys().collect::<Vec<_>>());
+            }
+            info!(
+                receipt = %stored.id,
+                method = %c.method,
+                tool = c.target.as_deref().unwrap_or(""),
+                outcome = status,
+                rule = t.rule.as_deref().unwrap_or(""),
+                reason_code = %t.reason_code,
+                "refused by the gate"
+            );
+            bodies.push(jsonrpc::error_value(&c.id, code, &message, Some(data)));
+        }
+        Ok(if self.batch {
+            Value::Array(bodies)
+        } else {
+            bodies.pop().unwrap_or(Value::Null)
+        })
+    }
+
+    /// A message from the server inside the response: mask it, filter tools/list results, and
+    /// if it answers one of our calls, write that call's receipt. Returns whether the message
+    /// changed (and must be re-serialised).
+    pub async fn on_server_message(
+        &mut self,
+        msg: &mut Value,
+    ) -> Result<bool, crate::audit::AuditError> {
+        let gate = &self.flow.ctx.gate;
+        let id = msg.get("id").cloned();
+        let is_response = msg.get("result").is_some() || msg.get("error").is_some();
+        let idx = match (&id, is_response) {
+            (Some(id), true) => self.calls.iter().position(|c| !c.done && &c.id == id),
+            _ => None,
+        };
+        let mut changed = false;
+        let mut hidden = Vec::new();
+        if let (Some(i), Some(result)) = (idx, msg.get_mut("result")) {
+            if self.calls[i].method == "tools/list" {
+                let actor = &self.flow.actor;
+                let client = self.flow.session.client();
+                hidden = gate.filter_tools(
+                    &GateCall {
+                        user: &actor.user,
+                        agent: &actor.agent,
+                        instance: &actor.instance,
+                        exe: &actor.exe,
+                        client: client.as_deref(),
+                        connector: &self.flow.connector.id,
+                        method: "tools/list",
+                        target: None,
+                        arguments: &Value::Null,
+                    },
+                    result,
+                );
+                changed |= !hidden.is_empty();
+            }
+        }
+        let masked = gate.mask(msg);
+        changed |= !masked.is_empty();
+        let Some(i) = idx else {
+            if !masked.is_empty() {
+                // A notification or server request in the stream: the counts go to the
+                // receipt of the call it belongs to (the first still open).
+                if let Some(c) = self.calls.iter_mut().find(|c| !c.done) {
+                    merge(&mut c.receipt.outcome.masking, &masked);
+                }
+            }
+            return Ok(changed);
+        };
+        let latency = self.started.elapsed().as_micros() as u64;
+        let c = &mut self.calls[i];
+        c.done = true;
+        if !of_interest(&c.method) && msg.get("error").is_none() && masked.is_empty() {
+            return Ok(changed);
+        }
+        let r = &mut c.receipt;
+        merge(&mut r.outcome.masking, &masked);
+        r.outcome.latency_us = latency;
+        r.outcome.http_status = Some(200);
+        r.outcome.bytes_out = self.bytes_out;
+        if let Some(err) = msg.get("error") {
+            r.outcome.status = "rpc_error".into();
+            r.outcome.rpc_error_code = err.get("code").and_then(Value::as_i64);
+            r.outcome.error = err
+                .get("message")
+                .and_then(Value::as_str)
+                .map(|s| s.chars().take(500).collect());
+        } else if msg.pointer("/result/isError") == Some(&Value::Bool(true)) {
+            r.outcome.status = "tool_error".into();
+        } else {
+            r.outcome.status = "ok".into();
+        }
+        r.recording = Some(recording(msg, &hidden));
+        let stored = self.flow.ctx.audit.append(r.clone()).await?;
+        info!(
+            receipt = %stored.id,
+            method = %c.method,
+            tool = c.target.as_deref().unwrap_or(""),
+            outcome = %stored.outcome.status,
+            latency_us = latency,
+            masked = masked.values().sum::<u32>(),
+            hidden_tools = hidden.len(),
+            "exchange recorded"
+        );
+        Ok(changed)
+    }
+
+    /// Calls that never got an answer: the response failed or ended first. Their receipts say
+    /// so (status and error), written in the background when the stream is dropped.
+    pub fn finish_unanswered(
+        &mut self,
+        status: &str,
+        http_status: Option<u16>,
+        error: Option<String>,
+    ) -> Vec<Receipt> {
+        let latency = self.started.elapsed().as_micros() as u64;
+        let mut out = Vec::new();
+        for c in self.calls.iter_mut().filter(|c| !c.done) {
+            c.done = true;
+            if !of_interest(&c.method) && status == "ok" {
+                continue;
+            }
+            let r = &mut c.receipt;
+            r.outcome.status = status.into();
+            r.outcome.http_status = http_status;
+            r.outcome.error = error.clone();
+            r.outcome.latency_us = latency;
+            r.outcome.bytes_out = self.bytes_out;
+            out.push(r.clone());
+        }
+        out
+    }
+
+    pub fn has_open_calls(&self) -> bool {
+        self.calls.iter().any(|c| !c.done)
+    }
+
+    /// Write receipts for unanswered calls (see `finish_unanswered`).
+    pub async fn record_unanswered(
+        &mut self,
+        status: &str,
+        http_status: Option<u16>,
+        error: Option<String>,
+    ) -> Result<(), crate::audit::AuditError> {
+        for r in self.finish_unanswered(status, http_status, error) {
+            self.flow.ctx.audit.append(r).await?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if !self.has_open_calls() {
+            return;
+        }
+        let receipts = self.finish_unanswered(
+            "incomplete",
+            None,
+            Some("the response ended before this call was answered (stream closed, session terminated or agent gone)".into()),
+        );
+        if receipts.is_empty() {
+            return;
+        }
+        let audit = self.flow.ctx.audit.clone();
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                for r in receipts {
+                    if let Err(e) = audit.append(r).await {
+                        warn!(error = %e, "could not record an unanswered call");
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn merge(into: &mut BTreeMap<String, u32>, from: &BTreeMap<String, u32>) {
+    for (k, v) in from {
+        *into.entry(k.clone()).or_default() += v;
+    }
+}
+
+/// Tool name, resource URI or prompt name.
+fn target_of(method: &str, params: &Value) -> Option<String> {
+    let key = match method {
+        "tools/call" | "prompts/get" => "name",
+        "resources/read" => "uri",
+        _ => return None,
+    };
+    params.get(key).and_then(Value::as_str).map(String::from)
+}
+
+/// clientInfo sent in a stateless-era request's `_meta`.
+fn meta_client(params: &Value) -> Option<String> {
+    let meta = params.get("_meta")?.as_object()?;
+    let info = meta
+        .iter()
+        .find(|(k, _)| k.ends_with("clientInfo"))
+        .map(|(_, v)| v)?;
+    let name = info.get("name")?.as_str()?;
+    let version = info.get("version").and_then(Value::as_str).unwrap_or("");
+    Some(format!("{name} {version}").trim().to_string())
+}
+
+/// What the session replay shows of a response: already masked; large ones truncated.
+fn recording(msg: &Value, hidden: &[String]) -> Value {
+    let body = msg
+        .get("result")
+        .or_else(|| msg.get("error"))
+        .cloned()
+        .unwrap_or(Value::Null);
+    let text = serde_json::to_string(&body).unwrap_or_default();
+    let mut rec = if text.len() <= RECORDING_MAX {
+        json!({ "response": body })
+    } else {
+        let cut: String = text.chars().take(RECORDING_MAX).collect();
+        json!({ "truncated": true, "bytes": text.len(), "preview": cut })
+    };
+    if !hidden.is_empty() {
+        rec["hidden_tools"] = json!(hidden);
+    }
+    rec
+}
