@@ -212,7 +212,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         proxy: ctx.clone(),
         versions,
         gate,
-        audit,
+        audit: audit.clone(),
         compile: compile_options(&config),
     });
     tokio::spawn(control::serve(control_listener, control));
@@ -222,6 +222,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 
     shutdown_signal().await;
     info!("stopping; kernel enforcement stays in force (agents fail closed until restart)");
+    if let Err(e) = audit.flush().await {
+        warn!(error = %e, "the audit store could not be flushed at exit");
+    }
     if let Ok(mut maps) = KernelMaps::open(&config.paths.pin_dir) {
         let mut s = maps.settings();
         s.daemon_pid = 0;

@@ -298,6 +298,34 @@ impl TestHost {
         }
     }
 
+    /// SIGTERM the daemon and wait for it to exit (a clean stop).
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            unsafe { libc::kill(d.id() as i32, libc::SIGTERM) };
+            let stopped = wait_for(Duration::from_secs(10), || {
+                d.try_wait().ok().flatten().is_some()
+            });
+            assert!(stopped.is_some(), "the daemon did not stop on SIGTERM");
+        }
+    }
+
+    /// Run the CLI, expect success, parse its stdout as JSON.
+    pub fn cli_json(&self, args: &[&str]) -> Value {
+        let out = self.enforcer(args);
+        assert!(
+            out.status.success(),
+            "enforcer {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "enforcer {args:?}: not JSON ({e}): {}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
     /// SIGKILL the daemon (a crash): kernel enforcement must stay.
     pub fn kill_daemon(&mut self) {
         if let Some(mut d) = self.daemon.take() {

@@ -24,6 +24,8 @@ pub const API_KEY: &str = "plain-api-key-93d1";
 /// Host part of the extra address the plain connector's route binds to (10.a.b.<this>).
 pub const ROUTE_SOURCE_HOST: u8 = 3;
 pub const AGENT_TOKEN: &str = "agent-own-token-71ab";
+/// The fake AWS key the test server's leak_secret tool returns (peers/mcp_server.py).
+pub const FAKE_AWS_KEY: &str = "AKIAABCDEFGHIJKLMNOP";
 
 pub fn peers() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("peers")
