@@ -205,6 +205,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tokio::spawn(proxy::serve(listener, ctx.clone()));
     }
     tokio::spawn(proxy::reap_idle_sessions(ctx.clone()));
+    tokio::spawn(proxy::revocations::follow(
+        ctx.clone(),
+        config.revocations_path(),
+    ));
     let control_path = control::socket_path(&config.paths.runtime_dir);
     let control_listener = control::bind(&control_path)
         .with_context(|| format!("binding the admin socket {}", control_path.display()))?;

@@ -612,3 +612,58 @@ fn strict_mode_loses_no_receipt_of_an_answer_the_agent_got_when_killed() {
     );
     assert_eq!(m.host.cli_json(&["audit", "verify", "--json"])["ok"], true);
 }
+
+#[test]
+fn a_revocation_mid_stream_leaves_a_kill_receipt_and_the_cut_call_recorded() {
+    let m = setup_with_drill_policy("audit-revoke", "", "");
+    let mut agent = m
+        .client_cmd(
+            "rv1",
+            URL,
+            &["--mode", "legacy", "--calls", "slow_count:40:250"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = enforcer_tests::lines(&mut agent);
+    enforcer_tests::read_until(&mut out, |v| v.get("progress").is_some())
+        .expect("the streaming call is under way");
+    let rev = m.host.enforcer(&[
+        "revoke",
+        "--agent",
+        "sdk-agent",
+        "--reason",
+        "test: suspected exfiltration",
+    ]);
+    assert!(
+        rev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rev.stderr)
+    );
+    let _ = agent.wait();
+
+    let mut kills = Vec::new();
+    wait_for(Duration::from_secs(10), || {
+        kills = search(&m, &["--outcome", "killed"]);
+        !kills.is_empty()
+    })
+    .expect("a revocation_kill receipt");
+    let k = &kills[0];
+    assert_eq!(k["kind"], "connection");
+    assert_eq!(k["event"]["event"], "revocation_kill");
+    assert_eq!(k["actor"]["agent"], "sdk-agent");
+    assert_eq!(k["connector"]["connector"], "mcp-test");
+    assert!(k["event"]["detail"]
+        .as_str()
+        .unwrap()
+        .contains("test: suspected exfiltration"));
+    // The call that was cut has its own receipt saying it never completed.
+    let mut cut = Vec::new();
+    wait_for(Duration::from_secs(10), || {
+        cut = search(&m, &["--tool", "slow_count"]);
+        !cut.is_empty()
+    })
+    .expect("the cut call's receipt");
+    assert_ne!(cut[0]["outcome"]["status"], "ok", "{}", cut[0]);
+}

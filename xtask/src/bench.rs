@@ -276,3 +276,44 @@ fn requests_served(raw: &std::path::Path, target: &str) -> anyhow::Result<u64> {
     }
     Ok(total)
 }
+
+/// Policy evaluation, receipt appends and audit search, each printed by the release binary.
+pub fn audit(rules: usize, receipts: usize) -> anyhow::Result<()> {
+    crate::cargo(&["build", "--release", "--bins"])?;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let enforcer = root.join("target/release/enforcer");
+    let config = root.join("target/bench-audit.toml");
+    std::fs::write(&config, "")?;
+    for args in [
+        vec![
+            "policy".to_string(),
+            "bench".into(),
+            "--rules".into(),
+            "10".into(),
+        ],
+        vec![
+            "policy".into(),
+            "bench".into(),
+            "--rules".into(),
+            rules.to_string(),
+        ],
+        vec![
+            "audit".into(),
+            "bench".into(),
+            "--receipts".into(),
+            receipts.to_string(),
+        ],
+    ] {
+        println!("$ enforcer {}", args.join(" "));
+        let status = std::process::Command::new(&enforcer)
+            .arg("--config")
+            .arg(&config)
+            .args(&args)
+            .status()?;
+        anyhow::ensure!(status.success(), "enforcer {args:?} failed");
+    }
+    Ok(())
+}

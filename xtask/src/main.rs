@@ -6,6 +6,7 @@
 //!   cargo xtask install       the release binary and a commented default config
 //!   cargo xtask bench-connect cost of the connect hooks: connect()+close inside vs outside
 //!   cargo xtask bench-proxy   the proxy vs direct, beside nginx and haproxy (shared/perf-peers)
+//!   cargo xtask bench-audit   policy evaluation with 1,000 rules; receipt appends; search over 1M
 
 mod bench;
 mod demo;
@@ -61,6 +62,14 @@ enum Cmd {
         #[arg(long, default_value_t = 20000)]
         count: u32,
     },
+    /// Policy evaluation p50/p99 with N rules, receipt appends per second, and search
+    /// latency over a store of M receipts (release build, temporary stores).
+    BenchAudit {
+        #[arg(long, default_value_t = 1000)]
+        rules: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        receipts: usize,
+    },
 }
 
 fn main() -> ExitCode {
@@ -71,6 +80,7 @@ fn main() -> ExitCode {
         Cmd::Install { destdir, prefix } => install::run(destdir, &prefix),
         Cmd::BenchConnect { count } => bench::connect(count),
         Cmd::BenchProxy { reps, threads } => bench::proxy(reps, threads),
+        Cmd::BenchAudit { rules, receipts } => bench::audit(rules, receipts),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

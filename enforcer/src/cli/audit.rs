@@ -41,6 +41,17 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Receipt appends per second (both durability modes) and search latency over a store of
+    /// N synthetic receipts, in a temporary store.
+    #[command(hide = true)]
+    Bench {
+        #[arg(long, default_value_t = 20000)]
+        appends: usize,
+        #[arg(long, default_value_t = 1_000_000)]
+        receipts: usize,
+        #[arg(long, default_value_t = 200)]
+        reps: usize,
+    },
 }
 
 #[derive(clap::Args)]
@@ -134,6 +145,21 @@ fn ask(
 
 pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     Ok(match args.command {
+        Command::Bench {
+            appends,
+            receipts,
+            reps,
+        } => {
+            use crate::audit::bench;
+            for durability in [
+                Durability::Window(std::time::Duration::from_millis(200)),
+                Durability::Strict,
+            ] {
+                println!("{}", bench::bench_append(appends, durability)?);
+            }
+            println!("{}", bench::bench_search(receipts, reps)?);
+            ExitCode::SUCCESS
+        }
         Command::Search(a) => {
             let p = a.params();
             let v = match ask(

@@ -12,6 +12,7 @@ pub mod http;
 pub mod legs;
 mod relay;
 mod response;
+pub mod revocations;
 pub mod upstream;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
