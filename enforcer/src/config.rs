@@ -339,6 +339,15 @@ mod tests {
         assert_eq!(shipped.proxy.max_body_bytes, d.proxy.max_body_bytes);
         assert_eq!(shipped.credentials.dir, d.credentials.dir);
         assert!(shipped.connectors.is_empty() && shipped.bindings.is_empty());
+        assert_eq!(shipped.proxy.max_response_bytes, d.proxy.max_response_bytes);
+        assert_eq!(shipped.policy.environment, d.policy.environment);
+        assert_eq!(shipped.policy.mode, d.policy.mode);
+        assert_eq!(shipped.policy.defaults, d.policy.defaults);
+        assert_eq!(shipped.policy.default_other, d.policy.default_other);
+        assert_eq!(shipped.audit.durability, d.audit.durability);
+        assert_eq!(shipped.audit.flush_window_ms, d.audit.flush_window_ms);
+        assert_eq!(shipped.dlp.arguments, d.dlp.arguments);
+        assert_eq!(shipped.dlp.results, d.dlp.results);
     }
 
     #[test]
