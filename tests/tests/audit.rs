@@ -150,6 +150,11 @@ fn receipts_carry_the_whole_ticket_and_denials_carry_their_diagnostics() {
     assert!(s["idle_limit_ms"].as_u64().unwrap() > 0);
     assert_eq!(r["outcome"]["status"], "denied");
     assert_eq!(r["outcome"]["rpc_error_code"], -32003);
+    assert_eq!(
+        r["credential"]["mode"], "withheld",
+        "refused before injection: {r}"
+    );
+    assert_eq!(r["credential"]["binding"], "mcp-token@v3");
 
     // The allowed call: credential injected (reference only), backend flow, latency, bytes.
     let ok = search(&m, &["--tool", "echo", "--outcome", "ok"]);

@@ -13,7 +13,7 @@ use anyhow::{bail, Context as _};
 use enforcer_tests::{
     lines,
     mcp::{self, AGENT_TOKEN, UPSTREAM_TOKEN},
-    read_until,
+    read_until, sha256_hex,
 };
 use serde_json::Value;
 
@@ -34,7 +34,7 @@ pub fn run() -> anyhow::Result<()> {
     crate::cargo(&["build", "--bins"])?;
 
     say("1. A host with an MCP server upstream, reachable only over a veth link");
-    let m = mcp::setup("demo", "");
+    let m = mcp::setup_with_drill_policy("demo", "", "");
     println!(
         "MCP server (official Python SDK) at {URL} -> {} in namespace {}; it accepts only the \
          token the enforcer holds",
@@ -72,15 +72,16 @@ pub fn run() -> anyhow::Result<()> {
         .and_then(|l| l["result"].as_str())
         .and_then(|r| serde_json::from_str::<Value>(r).ok())
         .context("whoami failed: is the agent trusting the enforcer's CA?")?;
-    let auth = who["headers"]["authorization"].as_str().unwrap_or_default();
+    let auth = who["digests"]["authorization"].as_str().unwrap_or_default();
     println!(
-        "the server saw Host {} and {} (the value is never printed)",
+        "the server saw Host {} and {} (the tool echoed it back: the agent got {})",
         who["headers"]["host"],
-        if auth == format!("Bearer {UPSTREAM_TOKEN}") {
+        if auth == sha256_hex(&format!("Bearer {UPSTREAM_TOKEN}")) {
             "the enforcer's bound credential instead of the agent's token"
         } else {
             "an unexpected Authorization"
-        }
+        },
+        who["headers"]["authorization"]
     );
     show(&m.host.enforcer(&["sessions"]));
     if let Some(l) = m
@@ -94,6 +95,42 @@ pub fn run() -> anyhow::Result<()> {
             l["fields"]["credential_mode"], l["fields"]["binding"]
         );
     }
+
+    say(
+        "3b. Policy and masking: a risky tool is denied with diagnostics; a leaked key is redacted",
+    );
+    println!("$ enforcer policy history");
+    show(&m.host.enforcer(&["policy", "history"]));
+    let out = m.client_as(
+        "code-review",
+        "run-1b",
+        URL,
+        &[
+            "--mode",
+            "legacy",
+            "--calls",
+            r#"delete_everything:{"confirm":true}"#,
+            "leak_secret",
+        ],
+    );
+    for line in &out {
+        if line.get("call").is_some() {
+            println!("agent: {line}");
+        }
+    }
+    if let Some(receipt) = out
+        .iter()
+        .find(|l| l["call"] == "delete_everything")
+        .and_then(|l| l["data"]["receipt"].as_str())
+    {
+        println!("$ enforcer audit show {receipt}");
+        show(&m.host.enforcer(&["audit", "show", receipt]));
+    }
+    println!("$ enforcer audit search --agent code-review");
+    show(
+        &m.host
+            .enforcer(&["audit", "search", "--agent", "code-review"]),
+    );
 
     say("4. A long streaming call is in flight...");
     let mut agent = m

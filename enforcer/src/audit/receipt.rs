@@ -118,7 +118,8 @@ pub struct PolicyTicket {
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialRef {
-    /// "inject", "passthrough", "mtls", "none".
+    /// "inject", "passthrough", "mtls", "none", or "withheld" (the call was refused before
+    /// the bound credential was injected).
     pub mode: String,
     /// "binding-id@version"; never the secret.
     pub binding: Option<String>,

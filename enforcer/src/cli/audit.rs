@@ -22,7 +22,7 @@ pub struct Args {
 #[derive(clap::Subcommand)]
 enum Command {
     /// Find receipts (newest first). Filters are AND-ed.
-    Search(SearchArgs),
+    Search(Box<SearchArgs>),
     /// Show one receipt as the full ticket: request, actor chain, policy, credential,
     /// connector path, sessions, outcome and deny diagnostics.
     Show {

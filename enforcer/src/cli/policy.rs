@@ -258,7 +258,7 @@ fn print_history(v: &Value) {
     let active = v["active"].as_str().unwrap_or("");
     println!(
         "{:<3}{:<8} {:<22} {:<6} {:<28} {:<30} FILE",
-        "", "VERSION", "LOADED", "RULES", "HASH", "BY"
+        "", "VERSION", "LOADED", "RULES", "HASH", "LOADED BY"
     );
     for m in v["versions"].as_array().into_iter().flatten() {
         let id = m["id"].as_str().unwrap_or("");
@@ -268,7 +268,7 @@ fn print_history(v: &Value) {
             if id == active { "*" } else { "" },
             id,
             m["loaded_at"].as_str().unwrap_or(""),
-            m["rules"],
+            m["rules"].to_string(),
             hash.get(..27).unwrap_or(hash),
             m["loaded_by"].as_str().unwrap_or(""),
             m["file_name"].as_str().unwrap_or(""),

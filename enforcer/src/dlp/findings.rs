@@ -16,6 +16,7 @@ impl Findings {
     }
 
     /// Total number of matches over all detectors.
+    #[cfg(test)]
     pub fn total(&self) -> u32 {
         self.0.values().fold(0u32, |a, &b| a.saturating_add(b))
     }
@@ -25,10 +26,12 @@ impl Findings {
     }
 
     /// Count for one detector (0 if none).
+    #[cfg(test)]
     pub fn get(&self, detector: &str) -> u32 {
         self.0.get(detector).copied().unwrap_or(0)
     }
 
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
         self.0.iter().map(|(k, &v)| (k.as_str(), v))
     }
@@ -38,6 +41,7 @@ impl Findings {
     }
 
     /// Add the counts of `other` to `self`.
+    #[cfg(test)]
     pub fn merge(&mut self, other: &Findings) {
         for (k, &v) in &other.0 {
             self.add_n(k, v);

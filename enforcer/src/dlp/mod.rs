@@ -28,8 +28,9 @@ use std::sync::{Arc, RwLock};
 
 use regex::{Regex, RegexSet};
 
-pub use config::{ArgAction, CustomDetector, DetectorOverride, DlpConfig, ResultAction};
-pub use detectors::{BOUND_SECRET, MIN_BOUND_SECRET_LEN};
+pub use config::DlpConfig;
+use config::{ArgAction, ResultAction};
+pub use detectors::BOUND_SECRET;
 pub use error::DlpError;
 pub use findings::Findings;
 
@@ -53,6 +54,7 @@ pub struct ArgumentsVerdict {
 }
 
 impl ArgumentsVerdict {
+    #[cfg(test)]
     pub fn blocked(&self) -> bool {
         !self.block.is_empty()
     }
@@ -249,10 +251,6 @@ impl Dlp {
             aws_secret_det,
             bound: RwLock::new(Arc::new(BoundSet::empty())),
         })
-    }
-
-    pub fn is_enabled(&self) -> bool {
-        self.enabled
     }
 
     /// Names of the enabled detectors, in priority order (`bound_secret` first).

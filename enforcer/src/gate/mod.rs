@@ -55,17 +55,6 @@ pub enum Enforced {
     DlpBlock,
 }
 
-impl Enforced {
-    pub fn outcome(self) -> &'static str {
-        match self {
-            Enforced::Allow => "ok",
-            Enforced::Deny => "denied",
-            Enforced::RequireApproval => "approval_required",
-            Enforced::DlpBlock => "dlp_blocked",
-        }
-    }
-}
-
 pub struct Verdict {
     pub enforced: Enforced,
     pub ticket: PolicyTicket,
@@ -107,10 +96,6 @@ impl Gate {
 
     pub fn dlp(&self) -> Arc<Dlp> {
         self.dlp.load_full()
-    }
-
-    pub fn replace_dlp(&self, dlp: Dlp) {
-        self.dlp.store(Arc::new(dlp));
     }
 
     fn template<'a>(&'a self, call: &Call<'a>) -> policy::CallTemplate<'a> {

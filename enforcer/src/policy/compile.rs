@@ -416,9 +416,6 @@ impl Policy {
     pub fn warnings(&self) -> &[CheckError] {
         &self.warnings
     }
-    pub fn detectors(&self) -> &[String] {
-        &self.detectors
-    }
 }
 
 fn validate(

@@ -52,9 +52,6 @@ pub struct CheckErrors {
 }
 
 impl CheckErrors {
-    pub fn is_empty(&self) -> bool {
-        self.errors.is_empty()
-    }
     pub(crate) fn sort(&mut self) {
         self.errors.sort_by_key(|e| (e.line, e.column));
         self.warnings.sort_by_key(|e| (e.line, e.column));
@@ -82,8 +79,6 @@ pub enum Error {
     Check(#[from] CheckErrors),
     #[error("policy store: {0}")]
     Store(#[from] sled::Error),
-    #[error("policy store transaction: {0}")]
-    Transaction(String),
     #[error("policy store record is corrupt: {0}")]
     Corrupt(#[from] serde_json::Error),
     #[error("no policy version {0:?}")]

@@ -268,6 +268,17 @@ impl Exchange {
         }
     }
 
+    /// The call was refused before injection: the receipt names the binding that would have
+    /// been used, with mode "withheld".
+    pub fn set_credential_withheld(&mut self, binding: &BindingRef) {
+        for c in &mut self.calls {
+            c.receipt.credential = CredentialRef {
+                mode: "withheld".into(),
+                binding: Some(binding.to_string()),
+            };
+        }
+    }
+
     pub fn set_backend_flow(&mut self, flow: Option<&str>, protocol_session: Option<&str>) {
         for c in &mut self.calls {
             c.receipt.session.backend_flow = flow.map(String::from);

@@ -238,6 +238,16 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
             started,
         );
         if exchange.refused() {
+            // The credential that would have been injected is named (never sent).
+            let store = &flow.ctx.credentials;
+            if let Some(b) =
+                store.binding_for(&flow.connector.id, &flow.actor.agent, &flow.actor.user)
+            {
+                exchange.set_credential_withheld(&BindingRef {
+                    id: b.id.clone(),
+                    version: b.version,
+                });
+            }
             return match exchange.refusal_body().await {
                 Ok(body) => json_response(StatusCode::OK, Bytes::from(body.to_string())),
                 Err(e) => audit_unavailable(&e),
