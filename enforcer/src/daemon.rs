@@ -212,7 +212,20 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let control_path = control::socket_path(&config.paths.runtime_dir);
     let control_listener = control::bind(&control_path)
         .with_context(|| format!("binding the admin socket {}", control_path.display()))?;
+    let admin = control::admin_log::AdminLog::open(&db).context("opening the admin log")?;
+    let spool = control::admin_log::spool_path(&config.paths.state_dir);
+    match admin.merge_spool(&spool) {
+        Ok(0) => {}
+        Ok(n) => info!(records = n, "break-glass actions merged into the admin log"),
+        Err(e) => {
+            warn!(error = %e, spool = %spool.display(), "could not merge the break-glass spool")
+        }
+    }
     let control = Arc::new(control::Control {
+        admin,
+        tree: AgentsTree::new(config.agents.cgroup_root.as_deref())?,
+        revocations: RevocationStore::new(config.revocations_path()),
+        pin_dir: config.paths.pin_dir.clone(),
         proxy: ctx.clone(),
         versions,
         gate,

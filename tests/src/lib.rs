@@ -361,6 +361,29 @@ impl TestHost {
             .args(args))
     }
 
+    /// Run the enforcer CLI with `input` on its stdin (confirmation prompts).
+    pub fn enforcer_with_input(&self, args: &[&str], input: &str) -> Output {
+        use std::io::Write as _;
+        let mut child = self
+            .nsenter(&self.ns_host)
+            .arg(bin("enforcer"))
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("enforcer");
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(input.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
     /// A kernel counter from `enforcer status --json`.
     pub fn counter(&self, name: &str) -> u64 {
         self.status()["counters"][name].as_u64().expect("counter")

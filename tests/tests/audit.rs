@@ -640,6 +640,7 @@ fn a_revocation_mid_stream_leaves_a_kill_receipt_and_the_cut_call_recorded() {
         "sdk-agent",
         "--reason",
         "test: suspected exfiltration",
+        "--yes",
     ]);
     assert!(
         rev.status.success(),

@@ -187,6 +187,7 @@ fn revoke_kills_a_blocked_reader_and_refuses_reconnects_and_later_instances() {
         "victim/held",
         "--reason",
         "test",
+        "--yes",
         "--json",
     ]);
     assert!(
@@ -227,7 +228,14 @@ fn revoke_kills_a_blocked_reader_and_refuses_reconnects_and_later_instances() {
 
     // Agent-level revocation: an instance created afterwards, by hand (not via exec), is
     // refused by the kernel through its ancestor cgroup.
-    let rev = host.enforcer(&["revoke", "--agent", "bystander", "--reason", "test"]);
+    let rev = host.enforcer(&[
+        "revoke",
+        "--agent",
+        "bystander",
+        "--reason",
+        "test",
+        "--yes",
+    ]);
     assert!(
         rev.status.success(),
         "{}",
@@ -247,7 +255,7 @@ fn revoke_kills_a_blocked_reader_and_refuses_reconnects_and_later_instances() {
     let _ = bystander.wait();
 
     // Reinstating lifts it.
-    let re = host.enforcer(&["reinstate", "--agent", "bystander"]);
+    let re = host.enforcer(&["reinstate", "--agent", "bystander", "--reason", "test over"]);
     assert!(
         re.status.success(),
         "{}",
@@ -265,7 +273,7 @@ fn fails_closed_without_the_daemon_and_adopts_state_on_restart() {
     host.start_daemon();
     let dest = host.upstream_v4(7005).to_string();
     assert_eq!(host.agent("a", "i1", &["connect", &dest])[0]["ok"], true);
-    let rev = host.enforcer(&["revoke", "--agent", "banned", "--reason", "test"]);
+    let rev = host.enforcer(&["revoke", "--agent", "banned", "--reason", "test", "--yes"]);
     assert!(
         rev.status.success(),
         "{}",

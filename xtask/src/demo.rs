@@ -149,13 +149,16 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     say("5. ...when the admin revokes the agent: persist, refuse in the kernel, destroy its sockets");
-    println!("$ enforcer revoke --agent code-review --reason \"demo: suspected exfiltration\"");
+    println!(
+        "$ enforcer revoke --agent code-review --reason \"demo: suspected exfiltration\" --yes"
+    );
     let rev = m.host.enforcer(&[
         "revoke",
         "--agent",
         "code-review",
         "--reason",
         "demo: suspected exfiltration",
+        "--yes",
     ]);
     show(&rev);
     if !rev.status.success() {

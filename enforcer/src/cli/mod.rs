@@ -2,6 +2,7 @@
 //! causes), never a backtrace, and map to meaningful exit codes.
 
 mod admin;
+mod adminlog;
 mod audit;
 mod ca;
 mod daemon;
@@ -39,7 +40,8 @@ enum Command {
     Daemon(daemon::Args),
     /// Start a command as an agent instance, in its own cgroup under the agents root.
     Exec(exec::Args),
-    /// Revoke an agent or an agent instance: refuse its connects and kill its live sockets.
+    /// Revoke an agent or an agent instance: show the impact, confirm, refuse its connects,
+    /// kill its live sockets on both legs and end its sessions (recorded in the admin log).
     Revoke(revoke::RevokeArgs),
     /// Lift a revocation.
     Reinstate(revoke::ReinstateArgs),
@@ -53,6 +55,11 @@ enum Command {
     Policy(policy::Args),
     /// Search and show receipts, verify the audit chain, replay a session.
     Audit(audit::Args),
+    /// What revoking an agent or instance would touch: sessions, instances, bindings,
+    /// connectors, live flows. Changes nothing.
+    Impact(adminlog::ImpactArgs),
+    /// Every admin action: who, what, target, affected ids, reason, result (hash-chained).
+    AdminLog(adminlog::LogArgs),
 }
 
 /// Exit codes the CLI uses.
@@ -86,6 +93,8 @@ pub fn run() -> ExitCode {
         Command::Connectors(args) => sessions::connectors(config, args),
         Command::Policy(args) => policy::run(config, args),
         Command::Audit(args) => audit::run(config, args),
+        Command::Impact(args) => adminlog::impact(config, args),
+        Command::AdminLog(args) => adminlog::log(config, args),
     };
     match result {
         Ok(code) => code,

@@ -2,6 +2,8 @@
 //! enforcer-admin), so `curl --unix-socket` works as well as the CLI. Every peer is identified
 //! by SO_PEERCRED; anyone but root and the admin group is refused, and the refusal is logged.
 
+mod actions;
+pub mod admin_log;
 pub mod auth;
 pub mod client;
 pub mod queries;
@@ -28,9 +30,11 @@ use queries::QueryError;
 
 use crate::{
     audit::AuditStore,
+    cgroups::AgentsTree,
     gate::Gate,
     policy::{self, PolicyVersions},
     proxy::ProxyContext,
+    revocation::RevocationStore,
 };
 
 /// What the admin API acts on.
@@ -40,6 +44,10 @@ pub struct Control {
     pub gate: Arc<Gate>,
     pub audit: Arc<AuditStore>,
     pub compile: policy::CompileOptions,
+    pub admin: admin_log::AdminLog,
+    pub tree: AgentsTree,
+    pub revocations: RevocationStore,
+    pub pin_dir: PathBuf,
 }
 
 pub const SOCKET_NAME: &str = "control.sock";
@@ -225,6 +233,48 @@ async fn route(
             };
             answer(activate_policy(&control, peer, &body))
         }
+        (Method::GET, ["impact"]) => {
+            let body = serde_json::to_value(&params).unwrap_or_default();
+            answer(actions::target_of(&control, &body).and_then(|t| actions::impact(&control, &t)))
+        }
+        (Method::POST, ["revocations"]) => {
+            let body = match read_json(req).await {
+                Ok(b) => b,
+                Err(e) => return answer(Err(e)),
+            };
+            answer(actions::revoke(control.clone(), peer, body).await)
+        }
+        (Method::POST, ["revocations", "lift"]) => {
+            let body = match read_json(req).await {
+                Ok(b) => b,
+                Err(e) => return answer(Err(e)),
+            };
+            answer(actions::reinstate(control.clone(), peer, body).await)
+        }
+        (Method::GET, ["admin-log"]) => {
+            let limit = params
+                .get("limit")
+                .and_then(|l| l.parse().ok())
+                .unwrap_or(100);
+            answer(
+                control
+                    .admin
+                    .list(
+                        params.get("action").map(String::as_str),
+                        params.get("target").map(String::as_str),
+                        limit,
+                    )
+                    .map(|records| json!({ "records": records }))
+                    .map_err(|e| QueryError::Store(e.to_string())),
+            )
+        }
+        (Method::GET, ["admin-log", "verify"]) => answer(
+            control
+                .admin
+                .verify()
+                .map(|r| json!({ "ok": r.is_ok(), "report": r }))
+                .map_err(|e| QueryError::Store(e.to_string())),
+        ),
         (method, _) => reply(
             StatusCode::NOT_FOUND,
             json!({ "error": format!("no such endpoint: {method} {API_PREFIX}{path}") }),
@@ -276,6 +326,14 @@ fn load_policy(control: &Control, peer: &Peer, body: &Value) -> Result<Value, Qu
         .map_err(|e| QueryError::Store(e.to_string()))?;
     control.gate.activate(meta.clone(), compiled);
     info!(version = %meta.id, by = %by, rules = meta.rules, "policy version loaded and in force");
+    actions::record_policy(
+        control,
+        peer,
+        body,
+        "policy_load",
+        &meta.id,
+        json!({ "hash": meta.hash, "rules": meta.rules, "file": meta.file_name, "same_as": meta.same_as }),
+    );
     Ok(json!({ "version": meta, "warnings": warnings }))
 }
 
@@ -303,5 +361,13 @@ fn activate_policy(control: &Control, peer: &Peer, body: &Value) -> Result<Value
         .map_err(|e| QueryError::Store(e.to_string()))?;
     control.gate.activate(meta.clone(), compiled);
     info!(version = %meta.id, by = %by, "policy version re-activated");
+    actions::record_policy(
+        control,
+        peer,
+        body,
+        "policy_activate",
+        &meta.id,
+        json!({ "hash": meta.hash }),
+    );
     Ok(json!({ "version": meta }))
 }

@@ -167,6 +167,10 @@ impl CredentialStore {
         })
     }
 
+    pub fn bindings(&self) -> &[BindingConfig] {
+        &self.bindings
+    }
+
     pub fn on_secrets_changed(&self, hook: SecretsHook) {
         let _ = self.hook.set(hook);
     }

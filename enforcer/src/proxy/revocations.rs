@@ -65,7 +65,8 @@ fn matches(t: &Target, s: &SessionInfo) -> bool {
     }
 }
 
-async fn end_sessions(ctx: &ProxyContext, r: &Revocation) {
+/// End the sessions `r` covers and record each; returns their ids.
+pub async fn end_sessions(ctx: &ProxyContext, r: &Revocation) -> Vec<String> {
     let hit: Vec<SessionInfo> = ctx
         .sessions
         .list()
@@ -83,6 +84,7 @@ async fn end_sessions(ctx: &ProxyContext, r: &Revocation) {
             warn!(error = %e, session = %s.id, "could not record a revocation kill");
         }
     }
+    closed
 }
 
 fn kill_receipt(r: &Revocation, s: &SessionInfo) -> Receipt {

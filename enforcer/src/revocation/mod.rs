@@ -148,6 +148,28 @@ pub fn reinstate(
     Ok(existed)
 }
 
+/// Live sockets of cgroups `ids` (agent, instance or own cgroup): (agent-side, proxy legs).
+pub fn count_sockets(maps: &KernelMaps, ids: &[u64]) -> (usize, usize) {
+    let ids: HashSet<u64> = ids.iter().copied().collect();
+    let agent = maps
+        .agent_sockets
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, s)| {
+            ids.contains(&s.cgroup_id)
+                || ids.contains(&s.agent_cgroup_id)
+                || ids.contains(&s.instance_cgroup_id)
+        })
+        .count();
+    let legs = maps
+        .proxy_legs
+        .iter()
+        .filter_map(Result::ok)
+        .filter(|(_, l)| ids.contains(&l.agent_cgroup_id) || ids.contains(&l.instance_cgroup_id))
+        .count();
+    (agent, legs)
+}
+
 /// Destroy every live socket belonging to cgroups `ids` (any of agent, instance or the
 /// socket's own cgroup), on both legs. `pids` are the target's processes: their network
 /// namespaces are where the agent sockets live.

@@ -1,0 +1,205 @@
+//! The incident-response side of the admin API with real traffic: impact preview, revocation
+//! with a required reason and a typed confirmation, dry runs, the admin log, and break-glass
+//! revocations with the daemon stopped (issue: admin socket and incident CLI).
+
+use std::time::Duration;
+
+use enforcer_tests::{lines, mcp::setup_with_drill_policy, read_until, wait_for};
+use serde_json::Value;
+
+const URL: &str = "https://mcp.test:8443/mcp";
+
+#[test]
+fn revocation_previews_its_impact_needs_a_reason_and_a_typed_confirmation_and_is_logged() {
+    let m = setup_with_drill_policy("admin-revoke", "", "");
+    let h = &m.host;
+    let mut agent = m
+        .client_cmd(
+            "a1",
+            URL,
+            &["--mode", "legacy", "--calls", "slow_count:60:250"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = lines(&mut agent);
+    read_until(&mut out, |v| v.get("progress").is_some()).expect("streaming call under way");
+
+    // The preview: sessions, instances, bindings, connectors and live flows.
+    let impact = h.cli_json(&["impact", "--agent", "sdk-agent", "--json"]);
+    assert!(
+        !impact["sessions"].as_array().unwrap().is_empty(),
+        "{impact}"
+    );
+    assert!(impact["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["instance"] == "a1"));
+    assert!(
+        impact["bindings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|b| b["id"] == "mcp-token"),
+        "{impact}"
+    );
+    assert_eq!(impact["connectors"], serde_json::json!(["mcp-test"]));
+    assert!(
+        impact["flows"]["agent_sockets"].as_u64().unwrap() >= 1,
+        "{impact}"
+    );
+    assert!(
+        impact["flows"]["proxy_legs"].as_u64().unwrap() >= 2,
+        "{impact}"
+    );
+    let text = String::from_utf8_lossy(&h.enforcer(&["impact", "--agent", "sdk-agent"]).stdout)
+        .to_string();
+    assert!(
+        text.contains("live flows") && text.contains("mcp-token@v3"),
+        "{text}"
+    );
+
+    // No reason: a usage error. Dry run and a wrong confirmation: nothing changes.
+    let no_reason = h.enforcer(&["revoke", "--agent", "sdk-agent"]);
+    assert_eq!(no_reason.status.code(), Some(2));
+    let dry = h.enforcer(&[
+        "revoke",
+        "--agent",
+        "sdk-agent",
+        "--reason",
+        "x",
+        "--dry-run",
+    ]);
+    assert!(dry.status.success());
+    assert!(String::from_utf8_lossy(&dry.stdout).contains("dry run"));
+    let wrong = h.enforcer_with_input(
+        &["revoke", "--agent", "sdk-agent", "--reason", "incident 7"],
+        "sdk-agnet\n",
+    );
+    assert_eq!(wrong.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&wrong.stderr).contains("not confirmed"));
+    assert!(
+        h.status()["revocations"].as_array().unwrap().is_empty(),
+        "nothing revoked yet"
+    );
+    assert!(
+        read_until(&mut out, |v| v.get("progress").is_some()).is_some(),
+        "the call still streams"
+    );
+
+    // Typed confirmation: revoked through the daemon; the stream is cut.
+    let rev = h.enforcer_with_input(
+        &[
+            "revoke",
+            "--agent",
+            "sdk-agent",
+            "--reason",
+            "incident 7",
+            "--json",
+        ],
+        "sdk-agent\n",
+    );
+    assert!(
+        rev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rev.stderr)
+    );
+    let rev: Value = serde_json::from_slice(
+        String::from_utf8_lossy(&rev.stdout)
+            .lines()
+            .last()
+            .unwrap()
+            .as_bytes(),
+    )
+    .unwrap();
+    assert!(
+        rev["kill"]["proxy_legs_destroyed"].as_u64().unwrap() >= 2,
+        "{rev}"
+    );
+    assert!(
+        !rev["sessions_ended"].as_array().unwrap().is_empty(),
+        "{rev}"
+    );
+    let _ = agent.wait();
+
+    // The admin log says who, what, on what, why, what it touched and how it went.
+    let log = h.cli_json(&["admin-log", "--json"]);
+    let r = &log["records"][0];
+    assert_eq!(r["action"], "revoke", "{log}");
+    assert_eq!(r["target"], "agent sdk-agent");
+    assert_eq!(r["who"]["uid"], 0);
+    assert_eq!(r["who"]["user"], "root");
+    assert_eq!(r["reason"], "incident 7");
+    assert_eq!(r["mode"], "daemon");
+    assert_eq!(r["result"], "ok");
+    assert_eq!(r["affected"], rev["sessions_ended"]);
+    assert!(r["details"]["kill"]["elapsed"].as_u64().is_some(), "{r}");
+    assert_eq!(r["id"], rev["admin_record"]);
+
+    // Reinstating is recorded too; the chain verifies.
+    let re = h.enforcer(&["reinstate", "--agent", "sdk-agent", "--reason", "contained"]);
+    assert!(
+        re.status.success(),
+        "{}",
+        String::from_utf8_lossy(&re.stderr)
+    );
+    let log = h.cli_json(&["admin-log", "--json", "--action", "reinstate"]);
+    assert_eq!(log["records"][0]["reason"], "contained");
+    let v = h.cli_json(&["admin-log", "--verify"]);
+    assert_eq!(v["ok"], true, "{v}");
+    let table = String::from_utf8_lossy(&h.enforcer(&["admin-log"]).stdout).to_string();
+    assert!(
+        table.contains("incident 7") && table.contains("reinstate"),
+        "{table}"
+    );
+}
+
+#[test]
+fn break_glass_revocation_with_the_daemon_stopped_is_merged_into_the_admin_log() {
+    let mut m = setup_with_drill_policy("admin-breakglass", "", "");
+    m.host.stop_daemon();
+    let rev = m.host.enforcer(&[
+        "revoke",
+        "--agent",
+        "sdk-agent",
+        "--reason",
+        "daemon down",
+        "--yes",
+    ]);
+    assert!(
+        rev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rev.stderr)
+    );
+    assert!(String::from_utf8_lossy(&rev.stderr).contains("BREAK-GLASS"));
+    let spool = m.host.dir.join("state/admin-spool.jsonl");
+    assert!(spool.exists(), "the admin record is spooled");
+    // Enforced at once, daemon or not: the agent cannot connect.
+    let status = m.host.status();
+    assert_eq!(
+        status["revocations"].as_array().unwrap().len(),
+        1,
+        "{status}"
+    );
+
+    m.host.start_daemon();
+    let mut log = Value::Null;
+    wait_for(Duration::from_secs(5), || {
+        log = m.host.cli_json(&["admin-log", "--json"]);
+        !log["records"].as_array().unwrap().is_empty()
+    })
+    .expect("merged");
+    let r = &log["records"][0];
+    assert_eq!(r["mode"], "break-glass", "{log}");
+    assert_eq!(r["action"], "revoke");
+    assert_eq!(r["reason"], "daemon down");
+    assert!(!spool.exists(), "the spool is emptied once merged");
+    // The revocation persisted across the restart: the agent is still refused.
+    let out = m.client("bg1", URL, &["--mode", "legacy", "--calls", "echo:x"]);
+    assert!(
+        out.iter().all(|l| l.get("call").is_none()),
+        "a revoked agent makes no call: {out:?}"
+    );
+}
