@@ -195,6 +195,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         max_response_bytes: config.proxy.max_response_bytes,
         gate: gate.clone(),
         audit: audit.clone(),
+        terminated: Default::default(),
         own_addrs: listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())

@@ -203,3 +203,123 @@ fn break_glass_revocation_with_the_daemon_stopped_is_merged_into_the_admin_log()
         "a revoked agent makes no call: {out:?}"
     );
 }
+
+#[test]
+fn terminating_sessions_cuts_the_call_closes_the_server_session_and_answers_404_to_the_old_id() {
+    let m = setup_with_drill_policy("admin-terminate", "", "");
+    let h = &m.host;
+    let mut agent = m
+        .client_cmd(
+            "t1",
+            URL,
+            &["--mode", "legacy", "--calls", "slow_count:60:250"],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = lines(&mut agent);
+    read_until(&mut out, |v| v.get("progress").is_some()).expect("streaming call under way");
+    let sessions = h.cli_json(&["sessions", "--json"]);
+    let s = &sessions["sessions"][0];
+    let protocol_id = s["protocol_session_ids"][0]
+        .as_str()
+        .expect("a session-era id")
+        .to_string();
+
+    let no_reason = h.enforcer(&["sessions", "terminate", "--agent", "sdk-agent"]);
+    assert_eq!(no_reason.status.code(), Some(2), "a reason is required");
+    let t = h.cli_json(&[
+        "sessions",
+        "terminate",
+        "--agent",
+        "sdk-agent",
+        "--reason",
+        "test: contain",
+        "--json",
+    ]);
+    assert_eq!(t["terminated"][0], s["id"], "{t}");
+    assert!(
+        t["upstream_deletes"].as_u64().unwrap() >= 1,
+        "server session closed: {t}"
+    );
+    assert!(
+        t["kill"]["proxy_legs_destroyed"].as_u64().unwrap() >= 1,
+        "{t}"
+    );
+    // The in-flight call is cut: no result arrives.
+    let end = read_until(&mut out, |v| {
+        v.get("call").is_some() || v.get("error").is_some()
+    });
+    assert!(
+        end.as_ref().is_none_or(|e| e.get("result").is_none()),
+        "the call did not complete: {end:?}"
+    );
+    let _ = agent.wait();
+
+    // A client that insists on the old session id gets 404 with a JSON-RPC error.
+    let up = h.up_v4.to_string();
+    let body = r#"{"jsonrpc":"2.0","id":9,"method":"tools/call","params":{"name":"echo","arguments":{"text":"again"}}}"#;
+    let header = format!("Mcp-Session-Id: {protocol_id}");
+    let resolve = format!("mcp.test:8443:{up}");
+    let out = h
+        .exec_cmd(
+            "sdk-agent",
+            "stubborn",
+            &[
+                // (a transfer error is retried; an HTTP status never is, without --fail)
+                "curl",
+                "-sS",
+                "--retry",
+                "2",
+                "--retry-all-errors",
+                "--resolve",
+                &resolve,
+                "-H",
+                "Content-Type: application/json",
+                "-H",
+                "Accept: application/json, text/event-stream",
+                "-H",
+                &header,
+                "-H",
+                "MCP-Protocol-Version: 2025-11-25",
+                "--data-binary",
+                body,
+                "-w",
+                "\n%{http_code}",
+                URL,
+            ],
+        )
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (json_body, code) = text.rsplit_once('\n').unwrap();
+    assert_eq!(
+        code.trim(),
+        "404",
+        "{text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_str(json_body).unwrap();
+    assert_eq!(
+        v["error"]["data"]["reason_code"], "session_terminated",
+        "{v}"
+    );
+
+    // Not a revocation: a fresh session may start again.
+    let again = m.client("t2", URL, &["--mode", "legacy", "--calls", "echo:back"]);
+    assert!(
+        again
+            .iter()
+            .any(|l| l["call"] == "echo" && l["result"] == "back"),
+        "{again:?}"
+    );
+    let log = h.cli_json(&["admin-log", "--json", "--action", "terminate"]);
+    assert_eq!(log["records"][0]["reason"], "test: contain");
+    let receipts = h.cli_json(&["audit", "search", "--json", "--outcome", "killed"]);
+    assert!(receipts["receipts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["event"]["event"] == "session_terminated"));
+}

@@ -46,7 +46,7 @@ enum Command {
     /// Lift a revocation.
     Reinstate(revoke::ReinstateArgs),
     /// List live enforcer sessions (agent instance x connector) from the daemon.
-    Sessions(sessions::Args),
+    Sessions(sessions::SessionsArgs),
     /// List connectors with their route status from the daemon.
     Connectors(sessions::Args),
     /// Show the kernel state: settings, map entries, counters, revocations.
@@ -89,7 +89,7 @@ pub fn run() -> ExitCode {
         Command::Revoke(args) => revoke::run(config, args),
         Command::Reinstate(args) => revoke::reinstate(config, args),
         Command::Status(args) => status::run(config, args),
-        Command::Sessions(args) => sessions::sessions(config, args),
+        Command::Sessions(args) => sessions::sessions_command(config, args),
         Command::Connectors(args) => sessions::connectors(config, args),
         Command::Policy(args) => policy::run(config, args),
         Command::Audit(args) => audit::run(config, args),

@@ -13,6 +13,95 @@ pub struct Args {
     json: bool,
 }
 
+#[derive(clap::Args)]
+pub struct SessionsArgs {
+    #[command(subcommand)]
+    command: Option<SessionsCommand>,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum SessionsCommand {
+    /// End sessions at the protocol level (MCP session ids answered 404, server sessions
+    /// closed with DELETE, client flows closed) and, for an agent or instance, in the kernel
+    /// (both legs' sockets destroyed). Recorded in the admin log.
+    Terminate(TerminateArgs),
+}
+
+#[derive(clap::Args)]
+#[group(id = "scope", required = true, multiple = false)]
+struct Scope {
+    /// One enforcer session (see `enforcer sessions`).
+    #[arg(long)]
+    session: Option<String>,
+    #[arg(long)]
+    agent: Option<String>,
+    /// `agent/instance`, a unique instance name, or its cgroup id.
+    #[arg(long)]
+    instance: Option<String>,
+}
+
+#[derive(clap::Args)]
+struct TerminateArgs {
+    #[command(flatten)]
+    scope: Scope,
+    /// Why (required; recorded).
+    #[arg(long)]
+    reason: String,
+    #[arg(long)]
+    json: bool,
+}
+
+fn terminate(config: &Config, a: TerminateArgs) -> anyhow::Result<ExitCode> {
+    let mut body = serde_json::json!({ "reason": a.reason, "sudo_user": admin::sudo_user() });
+    for (k, v) in [
+        ("session", &a.scope.session),
+        ("agent", &a.scope.agent),
+        ("instance", &a.scope.instance),
+    ] {
+        if let Some(v) = v {
+            body[k] = serde_json::json!(v);
+        }
+    }
+    let v = match admin::post(config, "/v1/sessions/terminate", &body) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    if a.json {
+        println!("{v}");
+    } else {
+        let ids: Vec<&str> = v["terminated"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        println!(
+            "terminated {} session(s): {}; {} upstream session(s) closed with DELETE; admin record {}",
+            ids.len(),
+            ids.join(", "),
+            v["upstream_deletes"],
+            v["admin_record"].as_str().unwrap_or("")
+        );
+        if let Some(k) = v["kill"].as_object() {
+            println!(
+                "kernel: destroyed {} agent sockets and {} proxy legs in {} us",
+                k["agent_sockets_destroyed"], k["proxy_legs_destroyed"], k["elapsed"]
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn sessions_command(config: Config, args: SessionsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        Some(SessionsCommand::Terminate(t)) => terminate(&config, t),
+        None => sessions(config, Args { json: args.json }),
+    }
+}
+
 pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let v = match admin::get(&config, "/v1/sessions") {
         Ok(v) => v,

@@ -252,3 +252,140 @@ pub fn record_policy(
         tracing::warn!(error = %e, "could not record a policy action in the admin log");
     }
 }
+
+/// End sessions at the protocol level (their MCP session ids answered 404 from now on, the
+/// server's sessions closed with DELETE, the client flows closed) and, for an agent or
+/// instance, in the kernel too (both legs' sockets destroyed). Reconnects are refused only
+/// while a revocation stands; this alone does not revoke.
+pub async fn terminate(
+    control: Arc<Control>,
+    peer: &Peer,
+    body: Value,
+) -> Result<Value, QueryError> {
+    let reason = reason_of(&body)?;
+    let (scope, pred): (
+        String,
+        Box<dyn Fn(&crate::proxy::SessionHandle) -> bool + Send>,
+    ) = if let Some(id) = body.get("session").and_then(Value::as_str) {
+        let id = id.to_string();
+        (format!("session {id}"), Box::new(move |s| s.id == id))
+    } else {
+        let target = target_of(&control, &body)?;
+        let t = target.clone();
+        (
+            target.to_string(),
+            Box::new(move |s| match &t {
+                Target::Agent { agent } => &s.owner.agent == agent,
+                Target::Instance { cgroup_id, .. } => s.owner.instance_id == *cgroup_id,
+            }),
+        )
+    };
+    let sessions = control.proxy.sessions.find(|s| pred(s));
+    if sessions.is_empty() {
+        return Err(QueryError::NotFound(format!("no live session for {scope}")));
+    }
+    let started = std::time::Instant::now();
+    let mut deleted = 0;
+    let mut ids = Vec::new();
+    let mut instance_ids = Vec::new();
+    let mut pids = Vec::new();
+    for s in &sessions {
+        ids.push(s.id.clone());
+        instance_ids.push(s.owner.instance_id);
+        if let Ok(dir) = control.tree.instance_dir(&s.owner.agent, &s.owner.instance) {
+            pids.extend(crate::cgroups::AgentsTree::pids_under(&dir));
+        }
+        let protocol_ids = s.protocol_ids();
+        control
+            .proxy
+            .terminated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend(protocol_ids.iter().cloned());
+        deleted += delete_upstream(s, &protocol_ids).await;
+    }
+    let closed = control.proxy.sessions.close_where(|s| ids.contains(&s.id));
+    // The kernel side: destroy both legs' sockets of the instances concerned (a session-scoped
+    // termination closes its own client flows above and leaves the instance's other sessions).
+    let kill = if body.get("session").is_none() {
+        let c = control.clone();
+        let cgroups = instance_ids.clone();
+        let k = tokio::task::spawn_blocking(move || {
+            let maps =
+                KernelMaps::open(&c.pin_dir).map_err(|e| QueryError::Store(e.to_string()))?;
+            revocation::kill_cgroups(&maps, &cgroups, pids)
+                .map_err(|e| QueryError::Store(e.to_string()))
+        })
+        .await
+        .map_err(|e| QueryError::Store(e.to_string()))??;
+        Some(k)
+    } else {
+        None
+    };
+    let elapsed_us = started.elapsed().as_micros() as u64;
+    for s in &sessions {
+        let r = crate::proxy::revocations::session_receipt(
+            &s.info(),
+            "session_terminated",
+            &format!("terminated by {} (uid {}): {reason}", peer.user, peer.uid),
+        );
+        if let Err(e) = control.audit.append(r).await {
+            tracing::warn!(error = %e, "could not record a session termination");
+        }
+    }
+    let record = control
+        .admin
+        .append(AdminRecord {
+            time: crate::cli::now_rfc3339(),
+            who: who(peer, &body),
+            action: "terminate".into(),
+            target: scope.clone(),
+            affected: closed.clone(),
+            reason,
+            result: "ok".into(),
+            details: json!({ "sessions": closed.len(), "upstream_deletes": deleted, "kill": kill, "elapsed_us": elapsed_us }),
+            mode: "daemon".into(),
+            ..Default::default()
+        })
+        .map_err(|e| QueryError::Store(e.to_string()))?;
+    info!(target = %scope, sessions = closed.len(), "sessions terminated by an admin");
+    Ok(json!({
+        "terminated": closed,
+        "upstream_deletes": deleted,
+        "kill": kill,
+        "admin_record": record.id,
+    }))
+}
+
+/// DELETE each MCP session upstream (session era); returns how many the server accepted.
+async fn delete_upstream(s: &crate::proxy::SessionHandle, protocol_ids: &[String]) -> usize {
+    let Some((uri, headers)) = s
+        .last_upstream
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone()
+    else {
+        return 0;
+    };
+    let mut ok = 0;
+    for id in protocol_ids {
+        let mut req = http::Request::new(crate::proxy::http::full(bytes::Bytes::new()));
+        *req.method_mut() = http::Method::DELETE;
+        *req.uri_mut() = uri.clone();
+        *req.headers_mut() = headers.clone();
+        req.headers_mut().remove(http::header::CONTENT_TYPE);
+        req.headers_mut()
+            .insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(0));
+        if let Ok(v) = http::HeaderValue::from_str(id) {
+            req.headers_mut().insert("mcp-session-id", v);
+        }
+        let sent =
+            tokio::time::timeout(std::time::Duration::from_secs(2), s.state.request(req)).await;
+        if let Ok(Ok(resp)) = sent {
+            if resp.status().is_success() {
+                ok += 1;
+            }
+        }
+    }
+    ok
+}

@@ -251,6 +251,13 @@ async fn route(
             };
             answer(actions::reinstate(control.clone(), peer, body).await)
         }
+        (Method::POST, ["sessions", "terminate"]) => {
+            let body = match read_json(req).await {
+                Ok(b) => b,
+                Err(e) => return answer(Err(e)),
+            };
+            answer(actions::terminate(control.clone(), peer, body).await)
+        }
         (Method::GET, ["admin-log"]) => {
             let limit = params
                 .get("limit")

@@ -195,6 +195,31 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     let _in_flight = flow.session.request();
     let (mut parts, body) = req.into_parts();
     let limit = flow.ctx.max_body_bytes;
+    if let Some(sid) = parts
+        .headers
+        .get("mcp-session-id")
+        .and_then(|v| v.to_str().ok())
+    {
+        let terminated = flow
+            .ctx
+            .terminated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(sid);
+        if terminated {
+            info!(
+                protocol_session = sid,
+                "refused: the session was terminated by an admin"
+            );
+            return rpc_error(
+                StatusCode::NOT_FOUND,
+                &Value::Null,
+                jsonrpc::ENFORCER_REFUSED,
+                "this MCP session was terminated by an administrator",
+                Some(json!({ "reason_code": "session_terminated" })),
+            );
+        }
+    }
 
     let too_large = || {
         warn!(limit, "refused: request body over the limit");
@@ -313,6 +338,16 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         Err(resp) => return *resp,
     };
     exchange.set_credential(&credential_mode, binding.as_ref());
+    if parts.headers.contains_key("mcp-session-id") {
+        let mut last = flow
+            .session
+            .last_upstream
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if last.is_none() {
+            *last = Some((uri.clone(), parts.headers.clone()));
+        }
+    }
     parts.uri = uri;
     parts.version = http::Version::HTTP_11;
     parts

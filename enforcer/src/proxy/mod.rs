@@ -40,6 +40,9 @@ pub enum UnknownDestinations {
     Tunnel,
 }
 
+/// A live enforcer session with its upstream pool.
+pub type SessionHandle = crate::sessions::Session<upstream::UpstreamClient>;
+
 /// What every connection handler shares.
 pub struct ProxyContext {
     pub flows: FlowTable,
@@ -57,6 +60,9 @@ pub struct ProxyContext {
     pub gate: Arc<Gate>,
     /// Where receipts go (fail closed when it cannot be written).
     pub audit: Arc<AuditStore>,
+    /// MCP session ids an admin terminated: requests carrying one get 404 (the client must
+    /// initialize again, which policy and revocations then judge).
+    pub terminated: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The proxy's own listening addresses: an agent dialling them directly is refused, never
     /// relayed back into ourselves.
     pub own_addrs: Vec<SocketAddr>,

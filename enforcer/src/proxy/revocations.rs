@@ -88,6 +88,19 @@ pub async fn end_sessions(ctx: &ProxyContext, r: &Revocation) -> Vec<String> {
 }
 
 fn kill_receipt(r: &Revocation, s: &SessionInfo) -> Receipt {
+    session_receipt(
+        s,
+        "revocation_kill",
+        &format!(
+            "{} revoked by {} (uid {}) at {}: {}",
+            r.target, r.by_user, r.by_uid, r.at, r.reason
+        ),
+    )
+}
+
+/// A connection-level receipt for an ended session (`event`: revocation_kill,
+/// session_terminated).
+pub fn session_receipt(s: &SessionInfo, event: &str, detail: &str) -> Receipt {
     let now = std::time::SystemTime::now();
     Receipt {
         time_ns: now
@@ -116,15 +129,12 @@ fn kill_receipt(r: &Revocation, s: &SessionInfo) -> Receipt {
         },
         outcome: Outcome {
             status: "killed".into(),
-            error: Some(format!("revoked: {}", r.reason)),
+            error: Some(detail.to_string()),
             ..Default::default()
         },
         event: Some(ConnectionEvent {
-            event: "revocation_kill".into(),
-            detail: Some(format!(
-                "{} revoked by {} (uid {}) at {}: {}",
-                r.target, r.by_user, r.by_uid, r.at, r.reason
-            )),
+            event: event.into(),
+            detail: Some(detail.to_string()),
             ..Default::default()
         }),
         ..Default::default()

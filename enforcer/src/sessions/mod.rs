@@ -44,6 +44,9 @@ pub struct Session<T> {
     protocol_ids: Mutex<BTreeSet<String>>,
     /// MCP clientInfo the agent announced (client surface; the client's word).
     client: Mutex<Option<String>>,
+    /// The last session-era request sent upstream (URI and headers, credential included), to
+    /// end the server's session with a DELETE when an admin terminates this one.
+    pub last_upstream: Mutex<Option<(http::Uri, http::HeaderMap)>>,
     cancel: CancellationToken,
     /// Per-session state of the layer that owns the registry (the proxy's upstream pool).
     pub state: T,
@@ -84,6 +87,15 @@ impl<T> Session<T> {
 
     pub fn set_client(&self, client: &str) {
         *self.client.lock().unwrap_or_else(|e| e.into_inner()) = Some(client.to_string());
+    }
+
+    pub fn protocol_ids(&self) -> Vec<String> {
+        self.protocol_ids
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect()
     }
 
     pub fn client(&self) -> Option<String> {
@@ -222,11 +234,18 @@ impl<T> Registry<T> {
             client_flows: AtomicUsize::new(0),
             protocol_ids: Mutex::new(BTreeSet::new()),
             client: Mutex::new(None),
+            last_upstream: Mutex::new(None),
             cancel: CancellationToken::new(),
             state: state(),
         });
         map.insert(key, session.clone());
         session
+    }
+
+    /// The live sessions matching `pred`.
+    pub fn find(&self, pred: impl Fn(&Session<T>) -> bool) -> Vec<Arc<Session<T>>> {
+        let map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.values().filter(|s| pred(s)).cloned().collect()
     }
 
     pub fn list(&self) -> Vec<SessionInfo> {
