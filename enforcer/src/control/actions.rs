@@ -253,6 +253,8 @@ pub fn record_policy(
     }
 }
 
+type SessionFilter = Box<dyn Fn(&crate::proxy::SessionHandle) -> bool + Send>;
+
 /// End sessions at the protocol level (their MCP session ids answered 404 from now on, the
 /// server's sessions closed with DELETE, the client flows closed) and, for an agent or
 /// instance, in the kernel too (both legs' sockets destroyed). Reconnects are refused only
