@@ -265,23 +265,21 @@ pub async fn terminate(
     body: Value,
 ) -> Result<Value, QueryError> {
     let reason = reason_of(&body)?;
-    let (scope, pred): (
-        String,
-        Box<dyn Fn(&crate::proxy::SessionHandle) -> bool + Send>,
-    ) = if let Some(id) = body.get("session").and_then(Value::as_str) {
-        let id = id.to_string();
-        (format!("session {id}"), Box::new(move |s| s.id == id))
-    } else {
-        let target = target_of(&control, &body)?;
-        let t = target.clone();
-        (
-            target.to_string(),
-            Box::new(move |s| match &t {
-                Target::Agent { agent } => &s.owner.agent == agent,
-                Target::Instance { cgroup_id, .. } => s.owner.instance_id == *cgroup_id,
-            }),
-        )
-    };
+    let (scope, pred): (String, SessionFilter) =
+        if let Some(id) = body.get("session").and_then(Value::as_str) {
+            let id = id.to_string();
+            (format!("session {id}"), Box::new(move |s| s.id == id))
+        } else {
+            let target = target_of(&control, &body)?;
+            let t = target.clone();
+            (
+                target.to_string(),
+                Box::new(move |s| match &t {
+                    Target::Agent { agent } => &s.owner.agent == agent,
+                    Target::Instance { cgroup_id, .. } => s.owner.instance_id == *cgroup_id,
+                }),
+            )
+        };
     let sessions = control.proxy.sessions.find(|s| pred(s));
     if sessions.is_empty() {
         return Err(QueryError::NotFound(format!("no live session for {scope}")));
