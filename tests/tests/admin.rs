@@ -323,3 +323,85 @@ fn terminating_sessions_cuts_the_call_closes_the_server_session_and_answers_404_
         .iter()
         .any(|r| r["event"]["event"] == "session_terminated"));
 }
+
+#[test]
+fn the_drill_walks_the_twelve_steps_from_a_receipt_and_leaves_the_target_dead() {
+    let m = setup_with_drill_policy("admin-drill", "", "");
+    let h = &m.host;
+    let mut agent = m
+        .client_cmd(
+            "d1",
+            URL,
+            &[
+                "--mode",
+                "legacy",
+                "--calls",
+                r#"delete_everything:{"confirm":true}"#,
+                "slow_count:120:250",
+            ],
+        )
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut out = lines(&mut agent);
+    let denied = read_until(&mut out, |v| v["call"] == "delete_everything").expect("denied");
+    read_until(&mut out, |v| v.get("progress").is_some()).expect("streaming");
+    let receipt = denied["data"]["receipt"].as_str().unwrap().to_string();
+
+    // A dry run shows the evidence and the preview, and changes nothing.
+    let dry = h.enforcer(&["drill", &receipt, "--dry-run", "--json"]);
+    assert!(
+        dry.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    let text = String::from_utf8_lossy(&dry.stdout).to_string();
+    for n in 1..=9 {
+        assert!(
+            text.contains(&format!("Step {n:>2}:")),
+            "step {n} in:\n{text}"
+        );
+    }
+    assert!(!text.contains("Step 10:"));
+    assert!(h.status()["revocations"].as_array().unwrap().is_empty());
+
+    let run = h.enforcer(&["drill", &receipt, "--yes", "--json"]);
+    let text = String::from_utf8_lossy(&run.stdout).to_string();
+    assert!(
+        run.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    for needle in [
+        "Step 12:",
+        "no-destructive-tools",
+        "mcp-token@v3",
+        "its flows are dead",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+    let report: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    assert_eq!(report["flows_dead"], true, "{report}");
+    assert!(
+        report["revocation"]["kill"]["proxy_legs_destroyed"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{report}"
+    );
+    // The rehearsal target's stream is cut; the admin log names the drill.
+    let end = read_until(&mut out, |v| {
+        v.get("call").is_some() || v.get("error").is_some()
+    });
+    assert!(
+        end.as_ref().is_none_or(|e| e.get("result").is_none()),
+        "{end:?}"
+    );
+    let _ = agent.wait();
+    let log = h.cli_json(&["admin-log", "--json"]);
+    assert!(log["records"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains(&receipt));
+}

@@ -4,8 +4,10 @@
 //! only over a veth link where a real MCP server (the official Python SDK) serves over TLS and
 //! demands a token only the enforcer holds. The real daemon attaches its kernel programs; an
 //! agent (the SDK's client) started with `enforcer exec` calls tools through the kernel
-//! redirect, the TLS-terminating proxy and the credential injection; then a revocation kills
-//! its streaming call mid-flight and refuses its reconnect.
+//! redirect, the TLS-terminating proxy and the credential injection; policy denies a risky
+//! tool and masking redacts a leaked key; then the admin runs the incident drill from the
+//! denial's receipt, which revokes the agent run, kills its streaming call mid-flight, checks
+//! its flows are dead, and the admin log shows what was done.
 
 use std::process::Stdio;
 
@@ -132,37 +134,40 @@ pub fn run() -> anyhow::Result<()> {
             .enforcer(&["audit", "search", "--agent", "code-review"]),
     );
 
-    say("4. A long streaming call is in flight...");
+    say("4. An agent run makes a risky call (denied), then a long streaming call is in flight");
     let mut agent = m
         .client_cmd_as(
             "code-review",
             "run-2",
             URL,
-            &["--mode", "legacy", "--calls", "slow_count:40:250"],
+            &[
+                "--mode",
+                "legacy",
+                "--calls",
+                r#"delete_everything:{"confirm":true}"#,
+                "slow_count:120:250",
+            ],
         )
         .stdout(Stdio::piped())
         .spawn()?;
     let mut out = lines(&mut agent);
+    let denied = read_until(&mut out, |v| v["call"] == "delete_everything").context("no denial")?;
+    println!("agent: {denied}");
     for _ in 0..3 {
         let p = read_until(&mut out, |v| v.get("progress").is_some()).context("no progress")?;
         println!("agent: {p}");
     }
+    let receipt = denied["data"]["receipt"]
+        .as_str()
+        .context("the denial names its receipt")?
+        .to_string();
 
-    say("5. ...when the admin revokes the agent: persist, refuse in the kernel, destroy its sockets");
-    println!(
-        "$ enforcer revoke --agent code-review --reason \"demo: suspected exfiltration\" --yes"
-    );
-    let rev = m.host.enforcer(&[
-        "revoke",
-        "--agent",
-        "code-review",
-        "--reason",
-        "demo: suspected exfiltration",
-        "--yes",
-    ]);
-    show(&rev);
-    if !rev.status.success() {
-        bail!("revoke failed");
+    say("5. The incident drill, from the receipt the agent's developer reported");
+    println!("$ enforcer drill {receipt} --yes");
+    let drill = m.host.enforcer(&["drill", &receipt, "--yes"]);
+    show(&drill);
+    if !drill.status.success() {
+        bail!("the drill failed");
     }
     let end = read_until(&mut out, |v| {
         v.get("error").is_some() || v.get("call").is_some()
@@ -174,7 +179,16 @@ pub fn run() -> anyhow::Result<()> {
     );
     let _ = agent.wait();
 
-    say("6. The agent tries again: refused in the kernel before a packet leaves");
+    say("6. The whole agent is revoked: new instances are refused in the kernel");
+    println!("$ enforcer revoke --agent code-review --reason \"demo: the whole agent\" --yes");
+    show(&m.host.enforcer(&[
+        "revoke",
+        "--agent",
+        "code-review",
+        "--reason",
+        "demo: the whole agent",
+        "--yes",
+    ]));
     let again = m.client_as(
         "code-review",
         "run-3",
@@ -182,7 +196,7 @@ pub fn run() -> anyhow::Result<()> {
         &["--mode", "legacy", "--calls", "echo:again"],
     );
     println!(
-        "agent (new instance): {}",
+        "agent (new instance after the agent-level revocation): {}",
         again
             .first()
             .cloned()
@@ -196,6 +210,8 @@ pub fn run() -> anyhow::Result<()> {
         "a process placed in the agent's cgroup by hand: {}",
         by_hand.first().cloned().unwrap_or_default()
     );
+    println!("$ enforcer admin-log");
+    show(&m.host.enforcer(&["admin-log"]));
     show(&m.host.enforcer(&["status"]));
 
     say("7. Clean up (the test host's namespaces, cgroups and pins are removed)");

@@ -299,7 +299,7 @@ fn print_table(v: &Value) {
     }
 }
 
-fn print_ticket(r: &Value) {
+pub fn print_ticket(r: &Value) {
     let line = |label: &str, text: String| println!("{label:<12} {text}");
     println!(
         "Receipt {}   {}   {}",

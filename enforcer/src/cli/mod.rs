@@ -6,6 +6,7 @@ mod adminlog;
 mod audit;
 mod ca;
 mod daemon;
+mod drill;
 mod exec;
 mod policy;
 mod revoke;
@@ -60,6 +61,9 @@ enum Command {
     Impact(adminlog::ImpactArgs),
     /// Every admin action: who, what, target, affected ids, reason, result (hash-chained).
     AdminLog(adminlog::LogArgs),
+    /// The incident drill from one receipt: evidence, preview, revocation and termination of
+    /// the receipt's agent instance, a check that its flows are dead, and a report.
+    Drill(drill::Args),
 }
 
 /// Exit codes the CLI uses.
@@ -95,6 +99,7 @@ pub fn run() -> ExitCode {
         Command::Audit(args) => audit::run(config, args),
         Command::Impact(args) => adminlog::impact(config, args),
         Command::AdminLog(args) => adminlog::log(config, args),
+        Command::Drill(args) => drill::run(config, args),
     };
     match result {
         Ok(code) => code,
