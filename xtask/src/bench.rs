@@ -317,3 +317,85 @@ pub fn audit(rules: usize, receipts: usize) -> anyhow::Result<()> {
     }
     Ok(())
 }
+
+/// `cargo xtask bench-kill`: time from a confirmed revocation to the last live flow of the
+/// target destroyed, for 1, 100 and 1,000 held flows (each: the agent's socket and two proxy
+/// legs), and how fast the agent's reconnect is refused.
+pub fn kill() -> anyhow::Result<()> {
+    crate::require_root("the benchmark")?;
+    crate::ensure_bpffs()?;
+    crate::cargo(&["build", "--release", "--bins"])?;
+    let release = std::env::current_exe()?
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target directory")?
+        .join("release");
+    std::env::set_var("ENFORCER_BIN_DIR", release);
+    let mut host = TestHost::with_config("benchkill", enforcer_tests::TUNNEL_CONFIG);
+    host.start_daemon();
+    let dest = host.upstream_v4(7100).to_string();
+    println!(
+        "{:>6} {:>12} {:>14} {:>16} {:>14} {:>16}",
+        "flows", "kill us", "revoke->last", "first->last dead", "reconnect", "refused in us"
+    );
+    for (round, n) in [1usize, 100, 1000].into_iter().enumerate() {
+        let agent = format!("kill{round}");
+        let mut holder = host.spawn_agent(&agent, "i1", &["hold-many", &dest, &n.to_string()]);
+        let mut out = lines(&mut holder);
+        let held = read_until(&mut out, |v| {
+            v.get("held").is_some() || v.get("held_failed").is_some()
+        })
+        .context("holder output")?;
+        if held["held"] != n {
+            bail!("could not hold {n} flows: {held}");
+        }
+        let t0 = monotonic_ns();
+        let rev = host.enforcer(&[
+            "revoke",
+            "--agent",
+            &agent,
+            "--reason",
+            "kill benchmark",
+            "--yes",
+            "--json",
+        ]);
+        if !rev.status.success() {
+            bail!("revoke failed: {}", String::from_utf8_lossy(&rev.stderr));
+        }
+        let report: serde_json::Value = serde_json::from_slice(
+            String::from_utf8_lossy(&rev.stdout)
+                .lines()
+                .last()
+                .unwrap_or("{}")
+                .as_bytes(),
+        )?;
+        let dead = read_until(&mut out, |v| v.get("last_dead_ns").is_some()).context("deaths")?;
+        let again = read_until(&mut out, |v| v.get("reconnect").is_some()).context("reconnect")?;
+        let _ = holder.wait();
+        let last = dead["last_dead_ns"].as_u64().unwrap_or(0);
+        let first = dead["first_dead_ns"].as_u64().unwrap_or(0);
+        println!(
+            "{:>6} {:>12} {:>11.2} ms {:>13.2} ms {:>14} {:>16}",
+            n,
+            report["kill"]["elapsed"],
+            last.saturating_sub(t0) as f64 / 1e6,
+            last.saturating_sub(first) as f64 / 1e6,
+            again["reconnect"]["error"]
+                .as_str()
+                .map(|_| "refused")
+                .unwrap_or("CONNECTED"),
+            again["reconnect_us"]
+        );
+    }
+    println!("(kill us: the daemon's socket destruction; revoke->last: from the CLI's start, incl. its process start, the preview and the admin record, to the last flow's read returning)");
+    Ok(())
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -7,6 +7,7 @@
 //!   cargo xtask bench-connect cost of the connect hooks: connect()+close inside vs outside
 //!   cargo xtask bench-proxy   the proxy vs direct, beside nginx and haproxy (shared/perf-peers)
 //!   cargo xtask bench-audit   policy evaluation with 1,000 rules; receipt appends; search over 1M
+//!   cargo xtask bench-kill    revocation to last flow destroyed for 1, 100, 1,000 flows
 
 mod bench;
 mod demo;
@@ -62,6 +63,9 @@ enum Cmd {
         #[arg(long, default_value_t = 20000)]
         count: u32,
     },
+    /// Time from a confirmed revocation to the last live flow destroyed (1, 100, 1,000
+    /// flows) and how fast a reconnect is refused.
+    BenchKill,
     /// Policy evaluation p50/p99 with N rules, receipt appends per second, and search
     /// latency over a store of M receipts (release build, temporary stores).
     BenchAudit {
@@ -81,6 +85,7 @@ fn main() -> ExitCode {
         Cmd::BenchConnect { count } => bench::connect(count),
         Cmd::BenchProxy { reps, threads } => bench::proxy(reps, threads),
         Cmd::BenchAudit { rules, receipts } => bench::audit(rules, receipts),
+        Cmd::BenchKill => bench::kill(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -13,7 +13,7 @@ use super::durability::Durability;
 use super::error::Result;
 use super::receipt::{Outcome, Receipt, RequestInfo};
 use super::search::Query;
-use super::store::AuditStore;
+use super::store::{AuditStore, Tuning};
 
 const DAY_NS: u64 = 86_400 * 1_000_000_000;
 const HOUR_NS: u64 = 3_600 * 1_000_000_000;
@@ -35,10 +35,23 @@ impl TempDb {
             std::process::id(),
             &nanos
         ));
-        let db = sled::Config::new()
-            .path(&dir)
-            .cache_capacity(512 * 1024 * 1024)
-            .open()?;
+        // Knobs for experiments: AUDIT_BENCH_SLED_MODE=ht (HighThroughput),
+        // AUDIT_BENCH_CACHE_MB (default 512), AUDIT_BENCH_SLED_FLUSH_MS (0 = none; default 500).
+        let env = |k: &str| std::env::var(k).ok();
+        let mut cfg = sled::Config::new().path(&dir).cache_capacity(
+            env("AUDIT_BENCH_CACHE_MB")
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(512)
+                * 1024
+                * 1024,
+        );
+        if env("AUDIT_BENCH_SLED_MODE").as_deref() == Some("ht") {
+            cfg = cfg.mode(sled::Mode::HighThroughput);
+        }
+        if let Some(ms) = env("AUDIT_BENCH_SLED_FLUSH_MS").and_then(|v| v.parse::<u64>().ok()) {
+            cfg = cfg.flush_every_ms((ms > 0).then_some(ms));
+        }
+        let db = cfg.open()?;
         Ok(TempDb { db, dir })
     }
 }
@@ -46,6 +59,15 @@ impl TempDb {
 impl Drop for TempDb {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// AUDIT_BENCH_DIRECT=0 disables the direct (leader) write path; AUDIT_BENCH_INDEXER=0 keeps
+/// the indexer paused during the run (hot path alone).
+fn tuning() -> Tuning {
+    Tuning {
+        direct: std::env::var("AUDIT_BENCH_DIRECT").as_deref() != Ok("0"),
+        indexer_paused: std::env::var("AUDIT_BENCH_INDEXER").as_deref() == Ok("0"),
     }
 }
 
@@ -150,6 +172,17 @@ pub struct AppendReport {
     pub tasks: usize,
     pub concurrent_per_sec: f64,
     pub concurrent_flushes: u64,
+    /// Single-task run: appends written directly by the caller (no writer-thread hop).
+    pub single_direct: u64,
+    /// Concurrent run: sled batches written.
+    pub concurrent_batches: u64,
+    /// Receipts not yet indexed when the concurrent run ended, and the rate at which the
+    /// background indexer then caught up (receipts/s, no appends flowing).
+    pub index_lag: u64,
+    pub index_per_sec: f64,
+    /// Latency of one `append` awaited alone (single-task run), microseconds.
+    pub latency_p50_us: f64,
+    pub latency_p99_us: f64,
 }
 
 impl fmt::Display for AppendReport {
@@ -161,16 +194,26 @@ impl fmt::Display for AppendReport {
         )?;
         writeln!(
             f,
-            "  1 task:   {:>10.0} receipts/s ({} flushes)",
-            self.single_per_sec, self.single_flushes
+            "  1 task:   {:>10.0} receipts/s ({} flushes, {} direct), latency p50 {:.1} us, p99 {:.1} us",
+            self.single_per_sec,
+            self.single_flushes,
+            self.single_direct,
+            self.latency_p50_us,
+            self.latency_p99_us
         )?;
-        write!(
+        writeln!(
             f,
-            "  {} tasks: {:>10.0} receipts/s ({} flushes, {:.1} receipts per flush)",
+            "  {} tasks: {:>10.0} receipts/s ({} flushes, {:.1} receipts per flush, {:.1} per batch)",
             self.tasks,
             self.concurrent_per_sec,
             self.concurrent_flushes,
-            self.n as f64 / self.concurrent_flushes.max(1) as f64
+            self.n as f64 / self.concurrent_flushes.max(1) as f64,
+            self.n as f64 / self.concurrent_batches.max(1) as f64
+        )?;
+        write!(
+            f,
+            "  indexer: {} receipts behind at the end, then {:.0} receipts/s",
+            self.index_lag, self.index_per_sec
         )
     }
 }
@@ -180,47 +223,72 @@ pub fn bench_append(n: usize, durability: Durability) -> Result<AppendReport> {
     const TASKS: usize = 16;
     let rt = runtime();
     let n64 = n as u64;
-    let (single_per_sec, single_flushes) = rt.block_on(async {
+    let (single_per_sec, single_flushes, mut lat, single_direct) = rt.block_on(async {
         let tmp = TempDb::new("append1")?;
-        let store = AuditStore::open(&tmp.db, durability)?;
+        let store = AuditStore::open_tuned(&tmp.db, durability, tuning())?;
         let mut rng = Rng(1);
         let receipts: Vec<Receipt> = (0..n64)
             .map(|i| synthetic_receipt(i, n64, &mut rng))
             .collect();
+        let mut lat = Vec::with_capacity(n);
         let t = Instant::now();
         for r in receipts {
+            let t1 = Instant::now();
             store.append(r).await?;
+            lat.push(t1.elapsed());
         }
         let secs = t.elapsed().as_secs_f64();
-        Ok::<_, super::AuditError>((n as f64 / secs, store.stats()?.flushes))
+        let direct = store.write_counters().1;
+        Ok::<_, super::AuditError>((n as f64 / secs, store.stats()?.flushes, lat, direct))
     })?;
-    let (concurrent_per_sec, concurrent_flushes) = rt.block_on(async {
-        let tmp = TempDb::new("append16")?;
-        let store = Arc::new(AuditStore::open(&tmp.db, durability)?);
-        let mut rng = Rng(2);
-        let mut per_task: Vec<Vec<Receipt>> = vec![Vec::new(); TASKS];
-        for i in 0..n64 {
-            per_task[i as usize % TASKS].push(synthetic_receipt(i, n64, &mut rng));
-        }
-        let t = Instant::now();
-        let handles: Vec<_> = per_task
-            .into_iter()
-            .map(|rs| {
-                let s = store.clone();
-                tokio::spawn(async move {
-                    for r in rs {
-                        s.append(r).await?;
-                    }
-                    Ok::<_, super::AuditError>(())
+    lat.sort();
+    // The concurrent run uses a 2-worker multi-thread runtime (like the proxy) when
+    // AUDIT_BENCH_RT=multi; default current-thread (as before).
+    let rt16 = if std::env::var("AUDIT_BENCH_RT").as_deref() == Ok("multi") {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("tokio runtime")
+    } else {
+        runtime()
+    };
+    let (concurrent_per_sec, concurrent_flushes, concurrent_batches, index_lag, index_per_sec) =
+        rt16.block_on(async {
+            let tmp = TempDb::new("append16")?;
+            let store = Arc::new(AuditStore::open_tuned(&tmp.db, durability, tuning())?);
+            let mut rng = Rng(2);
+            let mut per_task: Vec<Vec<Receipt>> = vec![Vec::new(); TASKS];
+            for i in 0..n64 {
+                per_task[i as usize % TASKS].push(synthetic_receipt(i, n64, &mut rng));
+            }
+            let t = Instant::now();
+            let handles: Vec<_> = per_task
+                .into_iter()
+                .map(|rs| {
+                    let s = store.clone();
+                    tokio::spawn(async move {
+                        for r in rs {
+                            s.append(r).await?;
+                        }
+                        Ok::<_, super::AuditError>(())
+                    })
                 })
-            })
-            .collect();
-        for h in handles {
-            h.await.expect("bench task")?;
-        }
-        let secs = t.elapsed().as_secs_f64();
-        Ok::<_, super::AuditError>((n as f64 / secs, store.stats()?.flushes))
-    })?;
+                .collect();
+            for h in handles {
+                h.await.expect("bench task")?;
+            }
+            let secs = t.elapsed().as_secs_f64();
+            let batches = store.write_counters().0;
+            let flushes = store.stats()?.flushes;
+            // The indexer's own rate, once appends stop.
+            let lag = store.len()? - store.indexed_upto();
+            let t = Instant::now();
+            store.set_indexer_paused(false);
+            store.wait_indexed(Duration::from_secs(600))?;
+            let catchup = lag as f64 / t.elapsed().as_secs_f64().max(1e-9);
+            Ok::<_, super::AuditError>((n as f64 / secs, flushes, batches, lag, catchup))
+        })?;
     Ok(AppendReport {
         durability,
         n,
@@ -229,6 +297,12 @@ pub fn bench_append(n: usize, durability: Durability) -> Result<AppendReport> {
         tasks: TASKS,
         concurrent_per_sec,
         concurrent_flushes,
+        single_direct,
+        concurrent_batches,
+        index_lag,
+        index_per_sec,
+        latency_p50_us: percentile(&lat, 0.50) * 1e3,
+        latency_p99_us: percentile(&lat, 0.99) * 1e3,
     })
 }
 
@@ -294,6 +368,9 @@ pub fn bench_search(total: usize, reps: usize) -> Result<SearchReport> {
         rt.block_on(store.append_batch(batch))?;
         i = end;
     }
+    // Steady state: queries run once the background indexer has caught up (fill_secs
+    // includes that).
+    store.wait_indexed(Duration::from_secs(24 * 3600))?;
     rt.block_on(store.flush())?;
     let fill_secs = t.elapsed().as_secs_f64();
 
@@ -403,13 +480,105 @@ mod tests {
         println!("{r}");
     }
 
+    /// `cargo test --release -- --ignored bench_append_only --nocapture`
+    #[test]
+    #[ignore]
+    fn bench_append_only() {
+        for d in [Durability::Strict, Durability::default()] {
+            println!(
+                "{}",
+                bench_append(
+                    std::env::var("AUDIT_BENCH_N")
+                        .ok()
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(50_000),
+                    d
+                )
+                .unwrap()
+            );
+        }
+    }
+
     #[test]
     #[ignore]
     fn bench_search_1m() {
-        let r = bench_search(1_000_000, 200).unwrap();
+        // AUDIT_BENCH_SEARCH_N overrides the 1,000,000 receipts.
+        let n = std::env::var("AUDIT_BENCH_SEARCH_N")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000);
+        let r = bench_search(n, 200).unwrap();
         println!("{r}");
         for d in [Durability::Strict, Durability::default()] {
             println!("{}", bench_append(5_000, d).unwrap());
         }
+    }
+}
+
+/// Raw sled costs of the write path's pieces (per receipt), for the handoff's profile.
+#[cfg(test)]
+pub fn sled_costs(n: usize) -> Result<String> {
+    use super::index::index_keys;
+    let mut out = String::new();
+    let mut rng = Rng(3);
+    let n64 = n as u64;
+    let receipts: Vec<Receipt> = (0..n64)
+        .map(|i| {
+            let mut r = synthetic_receipt(i, n64, &mut rng);
+            r.seq = i + 1;
+            r
+        })
+        .collect();
+    let values: Vec<Vec<u8>> = receipts
+        .iter()
+        .map(|r| serde_json::to_vec(r).expect("json"))
+        .collect();
+    for per_batch in [1usize, 16, 128] {
+        let tmp = TempDb::new("costs")?;
+        let tree = tmp.db.open_tree("t")?;
+        let t = Instant::now();
+        for (c, chunk) in values.chunks(per_batch).enumerate() {
+            let mut b = sled::Batch::default();
+            for (j, v) in chunk.iter().enumerate() {
+                b.insert(&((c * per_batch + j) as u64).to_be_bytes(), v.clone());
+            }
+            b.insert(b"~head", vec![0u8; 90]);
+            tree.apply_batch(b)?;
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        out += &format!("record+head, {per_batch:>3} records/batch: {us:6.1} us/receipt\n");
+    }
+    for per_batch in [1usize, 8, 64] {
+        let tmp = TempDb::new("costs")?;
+        let tree = tmp.db.open_tree("t")?;
+        let t = Instant::now();
+        for chunk in receipts.chunks(per_batch) {
+            let mut b = sled::Batch::default();
+            for r in chunk {
+                for k in index_keys(r) {
+                    b.insert(k, &[][..]);
+                }
+            }
+            tree.apply_batch(b)?;
+        }
+        let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+        out += &format!("index keys, {per_batch:>3} receipts/batch: {us:6.1} us/receipt\n");
+    }
+    let t = Instant::now();
+    for v in &values {
+        let _: Receipt = serde_json::from_slice(v)?;
+    }
+    let us = t.elapsed().as_secs_f64() * 1e6 / n as f64;
+    out += &format!("parse one record: {us:6.1} us\n");
+    Ok(out)
+}
+
+#[cfg(test)]
+mod cost_tests {
+    /// `cargo test --release -- --ignored sled_costs --nocapture`
+    #[test]
+    #[ignore]
+    fn sled_costs() {
+        println!("{}", super::sled_costs(5000).unwrap());
     }
 }

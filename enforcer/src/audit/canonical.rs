@@ -15,6 +15,38 @@ pub fn canonical_json(v: &Value) -> Vec<u8> {
     out
 }
 
+/// Canonical JSON of a top-level object, recording where the values of the top-level keys
+/// `slots` start and end in the output (`None` for a key that is absent). Used to splice a
+/// record's `id` and `seq` in later without serializing it again.
+pub fn canonical_json_with_slots<const N: usize>(
+    v: &Value,
+    slots: [&str; N],
+) -> (Vec<u8>, [Option<(usize, usize)>; N]) {
+    let mut out = Vec::with_capacity(2048);
+    let mut found = [None; N];
+    let Value::Object(map) = v else {
+        write_canonical(v, &mut out);
+        return (out, found);
+    };
+    let mut keys: Vec<&String> = map.keys().collect();
+    keys.sort();
+    out.push(b'{');
+    for (i, k) in keys.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        serde_json::to_writer(&mut out, k).expect("string to json");
+        out.push(b':');
+        let start = out.len();
+        write_canonical(&map[k.as_str()], &mut out);
+        if let Some(j) = slots.iter().position(|s| *s == k.as_str()) {
+            found[j] = Some((start, out.len()));
+        }
+    }
+    out.push(b'}');
+    (out, found)
+}
+
 fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     match v {
         Value::Object(map) => {
@@ -48,9 +80,14 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
 
 /// hash = sha256(prev_hash (32 raw bytes) || canonical JSON of the record).
 pub fn chain_hash(prev: &[u8; 32], record: &Value) -> [u8; 32] {
+    chain_hash_bytes(prev, &canonical_json(record))
+}
+
+/// [`chain_hash`] over record bytes that already are canonical JSON.
+pub fn chain_hash_bytes(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);
-    h.update(canonical_json(record));
+    h.update(canonical);
     h.finalize().into()
 }
 

@@ -10,21 +10,32 @@
 //! (and id). The first record (seq 1) has `prev_hash` = 64 zeros.
 //!
 //! Appends are serialized by one mutex (the chain never forks); a record, its head update and
-//! the caller's secondary-index keys (in an optional side tree) are applied in one sled
-//! transaction, so after a crash either all or none of them exist.
+//! the caller's secondary-index keys are applied atomically, so after a crash either all or
+//! none of them exist. The secondary keys live either in the chain tree itself under a reserved
+//! key prefix ([`Chain::open_shared`]: one `apply_batch`, the fast path used by the receipts
+//! store) or in a separate side tree ([`Chain::open`] with `Some(tree)`: a two-tree sled
+//! transaction, slower).
+//!
+//! [`PreparedRecord`] lets callers do the expensive part of an append (serialization to
+//! canonical JSON) before taking the writer lock; the writer only splices in `id` and `seq`,
+//! hashes and writes.
 
 use std::collections::HashSet;
 use std::fmt;
+use std::io::Write as _;
 use std::marker::PhantomData;
 use std::sync::Mutex;
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use sha2::{Digest, Sha256};
 use sled::transaction::{TransactionError, Transactional};
 use sled::{Batch, Tree};
 
-use super::canonical::{chain_hash, parse_hash, GENESIS};
+use super::canonical::{
+    canonical_json, canonical_json_with_slots, chain_hash, parse_hash, GENESIS,
+};
 use super::error::{AuditError, Result};
 
 /// Key of the head record inside the chain tree.
@@ -35,8 +46,6 @@ const MAX_GAP_ITEMS: u64 = 100;
 
 /// A record kept in a chain: it carries its own position and id, which the chain assigns.
 pub trait ChainRecord: Serialize + DeserializeOwned + Clone + Send + Sync + 'static {
-    fn seq(&self) -> u64;
-    fn id(&self) -> &str;
     /// The id the chain gives the record at `seq` (also used to name removed records).
     fn id_for(seq: u64) -> String;
     /// Sets seq and id (`id_for(seq)`).
@@ -125,11 +134,6 @@ impl VerifyReport {
     pub fn is_ok(&self) -> bool {
         self.problems.is_empty()
     }
-
-    /// True when some problem of `kind` names `seq`.
-    pub fn has(&self, kind: ProblemKind, seq: u64) -> bool {
-        self.problems.iter().any(|p| p.kind == kind && p.seq == seq)
-    }
 }
 
 impl fmt::Display for VerifyReport {
@@ -166,9 +170,102 @@ struct EntryOut<'a> {
     record: &'a Value,
 }
 
+/// Where the secondary keys given to appends go.
+enum Side {
+    None,
+    /// A separate tree, written in a two-tree transaction.
+    Tree(Tree),
+    /// The chain tree itself; every secondary key starts with this prefix, which the chain
+    /// reserves (verify skips it).
+    Shared(Vec<u8>),
+}
+
+/// A record serialized to canonical JSON ahead of the append, with slots for `id` and `seq`,
+/// plus its secondary keys whose last 8 bytes are a placeholder for the seq (big-endian),
+/// filled in by [`Chain::append_prepared`].
+pub struct PreparedRecord {
+    canon: Vec<u8>,
+    id_slot: (usize, usize),
+    seq_slot: (usize, usize),
+    side_keys: Vec<Vec<u8>>,
+}
+
+impl PreparedRecord {
+    /// Serializes `record` (its current seq and id are ignored). The record must serialize to
+    /// an object with top-level `id` and `seq` fields (`Receipt` does). Each side key must be
+    /// at least 8 bytes long; its last 8 bytes are overwritten with the assigned seq.
+    pub fn new<R: ChainRecord>(record: &R, side_keys: Vec<Vec<u8>>) -> Result<Self> {
+        let mut v = serde_json::to_value(record)?;
+        let Value::Object(map) = &mut v else {
+            return Err(AuditError::Corrupt("record is not a JSON object".into()));
+        };
+        if !(map.contains_key("id") && map.contains_key("seq")) {
+            return Err(AuditError::Corrupt(
+                "record has no top-level id and seq".into(),
+            ));
+        }
+        map.insert("id".into(), Value::String(String::new()));
+        map.insert("seq".into(), Value::from(0u64));
+        if side_keys.iter().any(|k| k.len() < 8) {
+            return Err(AuditError::Corrupt("side key shorter than 8 bytes".into()));
+        }
+        let (canon, [id_slot, seq_slot]) = canonical_json_with_slots(&v, ["id", "seq"]);
+        let (Some(id_slot), Some(seq_slot)) = (id_slot, seq_slot) else {
+            return Err(AuditError::Corrupt("record slots not found".into()));
+        };
+        if id_slot.1 > seq_slot.0 {
+            // Keys are sorted and "id" < "seq".
+            return Err(AuditError::Corrupt("record slots out of order".into()));
+        }
+        Ok(PreparedRecord {
+            canon,
+            id_slot,
+            seq_slot,
+            side_keys,
+        })
+    }
+
+    /// Hash of the record at `seq` linked to `prev`, and the stored entry bytes.
+    fn entry(&self, seq: u64, id: &str, prev: &[u8; 32]) -> Result<([u8; 32], Vec<u8>)> {
+        let id_json = serde_json::to_vec(id)?;
+        let mut seq_buf = [0u8; 20];
+        let seq_len = {
+            let mut c = std::io::Cursor::new(&mut seq_buf[..]);
+            write!(c, "{seq}").expect("u64 fits in 20 bytes");
+            c.position() as usize
+        };
+        let parts: [&[u8]; 5] = [
+            &self.canon[..self.id_slot.0],
+            &id_json,
+            &self.canon[self.id_slot.1..self.seq_slot.0],
+            &seq_buf[..seq_len],
+            &self.canon[self.seq_slot.1..],
+        ];
+        let mut h = Sha256::new();
+        h.update(prev);
+        for p in parts {
+            h.update(p);
+        }
+        let hash: [u8; 32] = h.finalize().into();
+        let mut e = Vec::with_capacity(self.canon.len() + id_json.len() + 200);
+        e.extend_from_slice(b"{\"seq\":");
+        e.extend_from_slice(&seq_buf[..seq_len]);
+        e.extend_from_slice(b",\"prev_hash\":\"");
+        e.extend_from_slice(hex::encode(prev).as_bytes());
+        e.extend_from_slice(b"\",\"hash\":\"");
+        e.extend_from_slice(hex::encode(hash).as_bytes());
+        e.extend_from_slice(b"\",\"record\":");
+        for p in parts {
+            e.extend_from_slice(p);
+        }
+        e.push(b'}');
+        Ok((hash, e))
+    }
+}
+
 pub struct Chain<R> {
     tree: Tree,
-    side: Option<Tree>,
+    side: Side,
     /// The writer lock and the cached head.
     head: Mutex<Head>,
     _record: PhantomData<fn() -> R>,
@@ -176,6 +273,18 @@ pub struct Chain<R> {
 
 fn seq_key(seq: u64) -> [u8; 8] {
     seq.to_be_bytes()
+}
+
+/// The first key after every key starting with `prefix` (None: no such key).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
 }
 
 fn read_head(tree: &Tree) -> Result<Option<Head>> {
@@ -196,10 +305,27 @@ impl<R: ChainRecord> Chain<R> {
     /// The chain continues after the newest of (stored head, last seq key), so a seq is never
     /// reused even if the head was tampered with (verify reports that).
     pub fn open(tree: Tree, side: Option<Tree>) -> Result<Self> {
+        Self::open_inner(tree, side.map_or(Side::None, Side::Tree))
+    }
+
+    /// Opens the chain in `tree`, with the secondary keys in the same tree: every side key
+    /// given to the appends must start with `side_prefix`, a prefix no seq key or the head key
+    /// can start with (i.e. not 0x00 and not `~`). Appends are then a single `apply_batch`.
+    pub fn open_shared(tree: Tree, side_prefix: Vec<u8>) -> Result<Self> {
+        if side_prefix.is_empty() || side_prefix[0] == 0 || side_prefix.starts_with(b"~") {
+            return Err(AuditError::Corrupt(format!(
+                "invalid side prefix {}",
+                hex::encode(&side_prefix)
+            )));
+        }
+        Self::open_inner(tree, Side::Shared(side_prefix))
+    }
+
+    fn open_inner(tree: Tree, side: Side) -> Result<Self> {
         let stored = read_head(&tree)?;
-        let last = match tree.range(..HEAD_KEY.to_vec()).next_back() {
-            // Keys sort bytewise; seq keys start with 0x00 for any realistic seq, so
-            // everything below "~head" is a seq key (or a foreign key, skipped here).
+        // Keys sort bytewise; seq keys start with 0x00 for any realistic seq (< 2^56), so the
+        // last key below 0x01 is the newest seq key (or a foreign key, ignored here).
+        let last = match tree.range(..[1u8].as_ref()).next_back() {
             Some(kv) => {
                 let (k, v) = kv?;
                 if k.len() == 8 {
@@ -243,10 +369,6 @@ impl<R: ChainRecord> Chain<R> {
         Ok(self.head()?.seq)
     }
 
-    pub fn is_empty(&self) -> Result<bool> {
-        Ok(self.len()? == 0)
-    }
-
     /// Appends one record; see [`Chain::append_batch`].
     pub fn append<F>(&self, record: R, side_keys: F) -> Result<R>
     where
@@ -256,9 +378,9 @@ impl<R: ChainRecord> Chain<R> {
         Ok(out.pop().expect("one record in, one out"))
     }
 
-    /// Appends records in order, assigning seq and id, in one transaction together with the
-    /// side-tree keys `side_keys(record)` (empty values). Returns the records as stored. On
-    /// error nothing was appended and the head is unchanged.
+    /// Appends records in order, assigning seq and id, atomically together with the secondary
+    /// keys `side_keys(record)` (empty values). Returns the records as stored. On error
+    /// nothing was appended and the head is unchanged.
     pub fn append_batch<F>(&self, records: Vec<R>, side_keys: F) -> Result<Vec<R>>
     where
         F: Fn(&R) -> Vec<Vec<u8>>,
@@ -273,7 +395,8 @@ impl<R: ChainRecord> Chain<R> {
             seq += 1;
             record.assign(seq);
             let value = serde_json::to_value(&record)?;
-            let hash = chain_hash(&prev, &value);
+            let canonical = canonical_json(&value);
+            let hash = super::canonical::chain_hash_bytes(&prev, &canonical);
             let bytes = serde_json::to_vec(&EntryOut {
                 seq,
                 prev_hash: hex::encode(prev),
@@ -282,16 +405,55 @@ impl<R: ChainRecord> Chain<R> {
             })?;
             main.insert(&seq_key(seq), bytes);
             for k in side_keys(&record) {
-                side.insert(k, &[][..]);
+                match self.side {
+                    Side::Shared(_) => main.insert(k, &[][..]),
+                    _ => side.insert(k, &[][..]),
+                }
             }
             prev = hash;
             out.push(record);
         }
         let new_head = Head { seq, hash: prev };
+        self.commit(&mut head, main, side, new_head)?;
+        Ok(out)
+    }
+
+    /// Appends prepared records in order (see [`PreparedRecord`]); returns the seq of the
+    /// first one (the others follow contiguously). On error nothing was appended and the head
+    /// is unchanged. The caller assigns the seqs to its own copies of the records.
+    pub fn append_prepared(&self, records: &[&PreparedRecord]) -> Result<u64> {
+        let mut head = self.head.lock()?;
+        let first = head.seq + 1;
+        let mut seq = head.seq;
+        let mut prev = head.hash;
+        let mut main = Batch::default();
+        let mut side = Batch::default();
+        for rec in records {
+            seq += 1;
+            let (hash, bytes) = rec.entry(seq, &R::id_for(seq), &prev)?;
+            main.insert(&seq_key(seq), bytes);
+            for k in &rec.side_keys {
+                let mut k = k.clone();
+                let n = k.len();
+                k[n - 8..].copy_from_slice(&seq.to_be_bytes());
+                match self.side {
+                    Side::Shared(_) => main.insert(k, &[][..]),
+                    _ => side.insert(k, &[][..]),
+                }
+            }
+            prev = hash;
+        }
+        let new_head = Head { seq, hash: prev };
+        self.commit(&mut head, main, side, new_head)?;
+        Ok(first)
+    }
+
+    /// Writes a batch and its head (under the writer lock `head`), then advances the head.
+    fn commit(&self, head: &mut Head, mut main: Batch, side: Batch, new_head: Head) -> Result<()> {
         main.insert(HEAD_KEY, serde_json::to_vec(&new_head)?);
         match &self.side {
-            None => self.tree.apply_batch(main)?,
-            Some(side_tree) => (&self.tree, side_tree)
+            Side::None | Side::Shared(_) => self.tree.apply_batch(main)?,
+            Side::Tree(side_tree) => (&self.tree, side_tree)
                 .transaction(|(t, s)| {
                     t.apply_batch(&main)?;
                     s.apply_batch(&side)?;
@@ -305,7 +467,23 @@ impl<R: ChainRecord> Chain<R> {
                 })?,
         }
         *head = new_head;
-        Ok(out)
+        Ok(())
+    }
+
+    /// The chain's own keys (records, head, foreign keys), skipping the shared side prefix.
+    fn own_keys(
+        &self,
+    ) -> Box<dyn DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + '_> {
+        match &self.side {
+            Side::Shared(p) => {
+                let below = self.tree.range(..p.as_slice());
+                match prefix_end(p) {
+                    Some(end) => Box::new(below.chain(self.tree.range(end..))),
+                    None => Box::new(below),
+                }
+            }
+            _ => Box::new(self.tree.iter()),
+        }
     }
 
     /// The record at `seq`, if stored.
@@ -319,9 +497,28 @@ impl<R: ChainRecord> Chain<R> {
         }
     }
 
+    /// Stored records with seq in `from..=to`, in chain order (missing seqs are skipped).
+    pub fn records_in(&self, from: u64, to: u64) -> impl Iterator<Item = Result<R>> + '_ {
+        let range = if from > to || from == 0 && to == 0 {
+            self.tree.range(seq_key(1)..seq_key(1))
+        } else {
+            self.tree.range(seq_key(from.max(1))..=seq_key(to))
+        };
+        range.filter_map(|kv| match kv {
+            Err(e) => Some(Err(e.into())),
+            Ok((k, v)) if k.len() == 8 => Some(
+                serde_json::from_slice::<Entry<R>>(&v)
+                    .map(|e| e.record)
+                    .map_err(Into::into),
+            ),
+            Ok(_) => None,
+        })
+    }
+
     /// All stored records in chain order (for small chains and tests).
+    #[cfg(test)]
     pub fn iter(&self) -> impl Iterator<Item = Result<R>> + '_ {
-        self.tree.iter().filter_map(|kv| match kv {
+        self.own_keys().filter_map(|kv| match kv {
             Err(e) => Some(Err(e.into())),
             Ok((k, v)) if k.len() == 8 => Some(
                 serde_json::from_slice::<Entry<R>>(&v)
@@ -362,7 +559,7 @@ impl<R: ChainRecord> Chain<R> {
         let mut hash_at_head: Option<Option<[u8; 32]>> = None;
         let head_seq_before = head_before.map(|h| h.seq).unwrap_or(0);
 
-        for kv in self.tree.iter() {
+        for kv in self.own_keys() {
             let (k, v) = kv?;
             if k.as_ref() == HEAD_KEY {
                 continue;
@@ -519,18 +716,58 @@ impl<R: ChainRecord> Chain<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::audit::index::index_keys;
+    use crate::audit::index::{index_keys, INDEX_NS};
     use crate::audit::receipt::Receipt;
     use crate::audit::store::tests::{full_receipt, tmp_db};
 
-    /// A chain of `n` receipts (no side tree) and its db.
+    /// A chain of `n` receipts in the receipts store's layout (index keys in the same tree,
+    /// written through the prepared path the store uses) and its db.
     fn chain(n: u64) -> (sled::Db, Chain<Receipt>) {
         let db = tmp_db();
-        let c = Chain::open(db.open_tree("c").unwrap(), None).unwrap();
+        let c = Chain::open_shared(db.open_tree("c").unwrap(), INDEX_NS.to_vec()).unwrap();
         for i in 1..=n {
-            c.append(full_receipt(i), |_| Vec::new()).unwrap();
+            let r = full_receipt(i);
+            let p = PreparedRecord::new(&r, index_keys(&r)).unwrap();
+            assert_eq!(c.append_prepared(&[&p]).unwrap(), i);
         }
         (db, c)
+    }
+
+    #[test]
+    fn prepared_path_matches_the_plain_path() {
+        let db = tmp_db();
+        let plain: Chain<Receipt> =
+            Chain::open_shared(db.open_tree("a").unwrap(), INDEX_NS.to_vec()).unwrap();
+        let prepared: Chain<Receipt> =
+            Chain::open_shared(db.open_tree("b").unwrap(), INDEX_NS.to_vec()).unwrap();
+        let mut rs: Vec<Receipt> = (1..=4).map(full_receipt).collect();
+        rs[1].seq = 77; // ignored
+        rs[2].id = "bogus\"id".into(); // ignored
+        rs[3].request = None;
+        plain.append_batch(rs.clone(), index_keys).unwrap();
+        let ps: Vec<PreparedRecord> = rs
+            .iter()
+            .map(|r| PreparedRecord::new(r, index_keys(r)).unwrap())
+            .collect();
+        assert_eq!(prepared.append_prepared(&[&ps[0]]).unwrap(), 1);
+        assert_eq!(
+            prepared.append_prepared(&[&ps[1], &ps[2], &ps[3]]).unwrap(),
+            2
+        );
+        assert_eq!(plain.head().unwrap(), prepared.head().unwrap());
+        for seq in 1..=4 {
+            let (a, b) = (raw(&plain, seq), raw(&prepared, seq));
+            assert_eq!(a, b, "seq {seq}");
+        }
+        let keys = |c: &Chain<Receipt>| -> Vec<sled::IVec> {
+            c.tree().iter().keys().map(|k| k.unwrap()).collect()
+        };
+        assert_eq!(keys(&plain), keys(&prepared));
+        assert!(prepared.verify().unwrap().is_ok());
+        assert_eq!(prepared.get(3).unwrap().unwrap().id, "R000000000003");
+        assert_eq!(prefix_end(b"i"), Some(b"j".to_vec()));
+        assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
+        assert_eq!(prefix_end(&[0xff]), None);
     }
 
     fn raw(c: &Chain<Receipt>, seq: u64) -> Value {
@@ -646,15 +883,23 @@ mod tests {
             "seq": 5, "prev_hash": hex::encode(prev), "hash": hex::encode(hash), "record": value
         });
         put(&c, 5, &entry);
-        // And a key that is not a seq.
+        // And keys that are not seqs, on both sides of the index namespace (keys inside it are
+        // the index's, not checked by verify).
         c.tree().insert(b"junk", b"{}".to_vec()).unwrap();
+        c.tree().insert(b"a-junk", b"{}".to_vec()).unwrap();
+        c.tree().insert(b"i-index-like", b"".to_vec()).unwrap();
         let r = c.verify().unwrap();
         assert_eq!(
             kinds(&r),
-            vec![(0, ProblemKind::Inserted), (5, ProblemKind::Inserted)],
+            vec![
+                (0, ProblemKind::Inserted),
+                (0, ProblemKind::Inserted),
+                (5, ProblemKind::Inserted)
+            ],
             "{r}"
         );
-        assert_eq!(r.problems[1].id, "R000000000005");
+        assert_eq!(r.problems[2].id, "R000000000005");
+        assert_eq!(r.checked, 5);
     }
 
     #[test]

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+#[cfg(test)]
 use tokio::sync::Notify;
 
 use super::error::{AuditError, Result};
@@ -26,6 +27,7 @@ impl Default for Durability {
     }
 }
 
+#[cfg(test)]
 #[derive(Default)]
 struct GroupState {
     /// Every seq <= durable is on disk.
@@ -33,6 +35,7 @@ struct GroupState {
     flushing: bool,
 }
 
+#[cfg(test)]
 /// Group commit: the first waiter that finds no flush running becomes the leader and flushes
 /// everything committed so far; the others wait for that flush and are done if it covered them.
 #[derive(Default)]
@@ -42,9 +45,11 @@ pub struct GroupCommit {
     flushes: AtomicU64,
 }
 
+#[cfg(test)]
 /// Resets `flushing` if the leader's future is dropped mid-flush.
 struct LeaderGuard<'a>(&'a GroupCommit, bool);
 
+#[cfg(test)]
 impl Drop for LeaderGuard<'_> {
     fn drop(&mut self) {
         if self.1 {
@@ -56,6 +61,7 @@ impl Drop for LeaderGuard<'_> {
     }
 }
 
+#[cfg(test)]
 impl GroupCommit {
     /// Number of flushes done so far.
     pub fn flushes(&self) -> u64 {

@@ -1,9 +1,11 @@
-//! Secondary index keys of receipts, kept in one side tree written in the same transaction as
-//! the record (see `chain.rs`).
+//! Secondary index keys of receipts, kept in the receipts tree itself under the [`INDEX_NS`]
+//! prefix and written in the same `apply_batch` as the record (see `chain.rs`).
 //!
 //! Key layouts (values are empty):
-//! * field index: `tag (1) | len (u32 BE) | value | time_ns (u64 BE) | seq (u64 BE)`
-//! * time index:  `b'T' | time_ns (u64 BE) | seq (u64 BE)`
+//! * field index: `b'i' | tag (1) | len (u32 BE) | value | time_ns (u64 BE) | seq (u64 BE)`
+//! * time index:  `b'i' | b'T' | time_ns (u64 BE) | seq (u64 BE)`
+//!
+//! Every key ends with the seq (8 bytes BE), which the chain writer fills in.
 //!
 //! Every index orders its entries by position = (time_ns, seq), so any index can serve a
 //! `since`/`until` window as a key range and all plans return the same newest-first order.
@@ -77,6 +79,15 @@ impl Field {
 
 const TIME_TAG: u8 = b'T';
 
+/// Key prefix of every index key in the receipts tree (record keys start with 0x00, the head
+/// key with `~`).
+pub const INDEX_NS: &[u8] = b"i";
+
+/// Key of the indexer's watermark ("indexed up to seq", 8 bytes BE): every receipt with a
+/// seq <= it has its index keys. Written in the same batch as the index keys it covers. It is
+/// inside the index namespace, so `verify` ignores it like every index key.
+pub const MARK_KEY: &[u8] = b"i!indexed";
+
 /// Position of a receipt in every index: (time_ns, seq) as 16 big-endian bytes.
 pub fn position(time_ns: u64, seq: u64) -> [u8; 16] {
     ((u128::from(time_ns) << 64) | u128::from(seq)).to_be_bytes()
@@ -91,7 +102,8 @@ pub fn decode_position(key: &[u8]) -> Option<(u64, u64)> {
 
 /// Key prefix of all entries of `field` = `value`.
 pub fn field_prefix(field: Field, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(1 + 4 + value.len() + 16);
+    let mut k = Vec::with_capacity(INDEX_NS.len() + 1 + 4 + value.len() + 16);
+    k.extend_from_slice(INDEX_NS);
     k.push(field.tag());
     k.extend_from_slice(&(value.len() as u32).to_be_bytes());
     k.extend_from_slice(value.as_bytes());
@@ -100,7 +112,9 @@ pub fn field_prefix(field: Field, value: &str) -> Vec<u8> {
 
 /// Key prefix of the time index.
 pub fn time_prefix() -> Vec<u8> {
-    vec![TIME_TAG]
+    let mut k = INDEX_NS.to_vec();
+    k.push(TIME_TAG);
+    k
 }
 
 /// Full key of one entry under `prefix`.

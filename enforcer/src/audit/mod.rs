@@ -7,12 +7,13 @@ pub mod chain;
 pub mod durability;
 pub mod error;
 pub mod index;
+pub mod indexer;
 pub mod receipt;
 pub mod search;
 pub mod store;
 
-pub use chain::{Chain, ChainRecord, Problem, ProblemKind, VerifyReport};
+pub use chain::{ChainRecord, VerifyReport};
 pub use durability::Durability;
 pub use error::AuditError;
-pub use search::{Page, Query};
+pub use search::Query;
 pub use store::AuditStore;

@@ -1,5 +1,8 @@
 //! Receipt search over the secondary indexes, and session replay.
 //!
+//! Receipts above the indexer's mark (not indexed yet) are read from the chain and matched
+//! directly, then merged with the indexed results in the same order (see `search`).
+//!
 //! Plan: every equality filter is a candidate index range (narrowed by `since`/`until` and the
 //! cursor); each candidate is probed by counting up to [`PROBE_CAP`] keys and the smallest one
 //! drives the scan (ties go to the statically more selective field; no filter = time index).
@@ -11,8 +14,6 @@
 //! never shift or duplicate entries of later pages.
 
 use std::collections::BTreeSet;
-
-use sled::Tree;
 
 use super::chain::Chain;
 use super::error::{AuditError, Result};
@@ -101,8 +102,18 @@ pub fn decode_cursor(s: &str) -> Result<(u64, u64)> {
     decode_position(&bytes).ok_or_else(bad)
 }
 
-/// Runs `q` against the receipts chain and its index tree.
-pub fn search(chain: &Chain<Receipt>, index: &Tree, q: &Query) -> Result<Page> {
+/// Does `r` satisfy every equality filter, the time window and lie strictly below `before`?
+fn matches(r: &Receipt, filters: &[(Field, &str)], q: &Query, before: Option<(u64, u64)>) -> bool {
+    filters.iter().all(|(f, v)| f.value_of(r) == Some(*v))
+        && q.since.is_none_or(|s| r.time_ns >= s)
+        && q.until.is_none_or(|u| r.time_ns <= u)
+        && before.is_none_or(|b| (r.time_ns, r.seq) < b)
+}
+
+/// Runs `q` against the receipts chain: through the indexes for receipts with seq <=
+/// `indexed` (the indexer's mark), and by reading the records above the mark directly; the
+/// two are merged newest first by (time_ns, seq).
+pub fn search(chain: &Chain<Receipt>, indexed: u64, q: &Query) -> Result<Page> {
     let limit = q.page_size();
     let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
     if let (Some(s), Some(u)) = (q.since, q.until) {
@@ -110,7 +121,61 @@ pub fn search(chain: &Chain<Receipt>, index: &Tree, q: &Query) -> Result<Page> {
             return Ok(Page::default());
         }
     }
+    // Read after the mark: every seq in (indexed, head] is stored and visible.
+    let head = chain.len()?;
     let filters = q.filters();
+    let mut page = Page::default();
+
+    // Not yet indexed: match the records themselves.
+    let mut hits: Vec<Receipt> = Vec::new();
+    if head > indexed {
+        for r in chain.records_in(indexed + 1, head) {
+            let r = r?;
+            page.scanned += 1;
+            if matches(&r, &filters, q, before) {
+                hits.push(r);
+            }
+        }
+        hits.sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.seq)));
+        hits.truncate(limit);
+    }
+    search_indexed(
+        chain,
+        indexed,
+        q,
+        &filters,
+        before,
+        limit,
+        &mut page.scanned,
+        &mut hits,
+    )?;
+    hits.sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.seq)));
+    if hits.len() >= limit {
+        hits.truncate(limit);
+        let last = &hits[limit - 1];
+        page.next_cursor = Some(encode_cursor(last.time_ns, last.seq));
+    }
+    page.receipts = hits;
+    Ok(page)
+}
+
+/// Appends to `out` up to `limit` matches among the indexed receipts (seq <= `indexed`),
+/// newest first.
+#[allow(clippy::too_many_arguments)]
+fn search_indexed(
+    chain: &Chain<Receipt>,
+    indexed: u64,
+    q: &Query,
+    filters: &[(Field, &str)],
+    before: Option<(u64, u64)>,
+    limit: usize,
+    scanned: &mut usize,
+    out: &mut Vec<Receipt>,
+) -> Result<()> {
+    if indexed == 0 {
+        return Ok(());
+    }
+    let index = chain.tree();
     let prefixes: Vec<Vec<u8>> = filters.iter().map(|(f, v)| field_prefix(*f, v)).collect();
 
     // Choose the driver: the candidate with the fewest keys in range (probe capped).
@@ -127,7 +192,7 @@ pub fn search(chain: &Chain<Receipt>, index: &Tree, q: &Query) -> Result<Page> {
                 best = (n, i);
             }
             if n == 0 {
-                return Ok(Page::default());
+                return Ok(());
             }
         }
         Some(best.1)
@@ -137,16 +202,21 @@ pub fn search(chain: &Chain<Receipt>, index: &Tree, q: &Query) -> Result<Page> {
         None => time_prefix(),
     };
 
-    let mut page = Page::default();
+    let mut found = 0;
     for kv in index
         .range(range(&driver_prefix, q.since, q.until, before))
         .rev()
     {
         let (k, _) = kv?;
-        page.scanned += 1;
+        *scanned += 1;
         let Some((time_ns, seq)) = decode_position(&k) else {
             continue;
         };
+        // Entries above the mark may be visible before the mark moves: the tail scan
+        // covers those seqs.
+        if seq > indexed {
+            continue;
+        }
         let mut all = true;
         for (i, p) in prefixes.iter().enumerate() {
             if Some(i) != driver && !index.contains_key(entry_key(p, time_ns, seq))? {
@@ -157,36 +227,58 @@ pub fn search(chain: &Chain<Receipt>, index: &Tree, q: &Query) -> Result<Page> {
         if !all {
             continue;
         }
-        // An index entry whose record is not visible yet belongs to an append still being
-        // applied; it shows up in a later search.
+        // Re-check the record itself: a stale entry (e.g. a seq lost in a crash and reused)
+        // must not produce a wrong hit.
         let Some(r) = chain.get(seq)? else { continue };
-        page.receipts.push(r);
-        if page.receipts.len() == limit {
-            page.next_cursor = Some(encode_cursor(time_ns, seq));
+        if r.time_ns != time_ns || !matches(&r, filters, q, before) {
+            continue;
+        }
+        out.push(r);
+        found += 1;
+        if found == limit {
             break;
         }
     }
-    Ok(page)
+    Ok(())
 }
 
-/// All receipts of an enforcer session id or a protocol session id, in chain order.
-pub fn replay(chain: &Chain<Receipt>, index: &Tree, session: &str) -> Result<Vec<Receipt>> {
+/// All receipts of an enforcer session id or a protocol session id, in chain order: through
+/// the indexes up to the indexer's mark `indexed`, and by reading the records above it.
+pub fn replay(chain: &Chain<Receipt>, indexed: u64, session: &str) -> Result<Vec<Receipt>> {
     if session.is_empty() {
         return Ok(Vec::new());
     }
+    let head = chain.len()?;
+    let is_ours = |r: &Receipt| {
+        r.session.enforcer_session == session
+            || r.session.protocol_session_id.as_deref() == Some(session)
+    };
+    let index = chain.tree();
     let mut seqs = BTreeSet::new();
     for field in [Field::EnforcerSession, Field::ProtocolSession] {
         for kv in index.scan_prefix(field_prefix(field, session)) {
             let (k, _) = kv?;
             if let Some((_, seq)) = decode_position(&k) {
-                seqs.insert(seq);
+                if seq <= indexed {
+                    seqs.insert(seq);
+                }
             }
         }
     }
     let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
         if let Some(r) = chain.get(seq)? {
-            out.push(r);
+            if is_ours(&r) {
+                out.push(r);
+            }
+        }
+    }
+    if head > indexed {
+        for r in chain.records_in(indexed + 1, head) {
+            let r = r?;
+            if is_ours(&r) {
+                out.push(r);
+            }
         }
     }
     Ok(out)
@@ -221,10 +313,10 @@ mod tests {
     use crate::audit::store::AuditStore;
     use std::collections::HashSet;
 
-    const N: u64 = 120;
-    const BASE: u64 = 1_000_000_000;
+    pub(super) const N: u64 = 120;
+    pub(super) const BASE: u64 = 1_000_000_000;
 
-    fn synthetic(i: u64) -> Receipt {
+    pub(super) fn synthetic(i: u64) -> Receipt {
         let mut r = full_receipt(i);
         // Time not in append order, so order by time is really tested.
         r.time_ns = BASE + ((i * 37) % N) * 1_000;
@@ -281,7 +373,7 @@ mod tests {
     }
 
     /// Every page of `q`, checked against brute force.
-    fn check(store: &AuditStore, all: &[Receipt], q: &Query) -> usize {
+    pub(super) fn check(store: &AuditStore, all: &[Receipt], q: &Query) -> usize {
         let mut expect: Vec<&Receipt> = all.iter().filter(|r| matches(r, q)).collect();
         expect.sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.seq)));
         let expect: Vec<&str> = expect.iter().map(|r| r.id.as_str()).collect();
@@ -302,7 +394,7 @@ mod tests {
         got.len()
     }
 
-    fn s(v: &str) -> Option<String> {
+    pub(super) fn s(v: &str) -> Option<String> {
         Some(v.to_string())
     }
 
@@ -508,5 +600,222 @@ mod tests {
         assert_eq!(ps, expect);
         assert!(store.replay("no-such-session").unwrap().is_empty());
         assert!(store.replay("").unwrap().is_empty());
+    }
+}
+
+#[cfg(test)]
+mod lag_tests {
+    //! Search, pagination and replay while the background indexer lags, and re-indexing.
+    use super::tests::{check, s, synthetic, BASE, N};
+    use super::*;
+    use crate::audit::durability::Durability;
+    use crate::audit::index::{time_prefix, INDEX_NS, MARK_KEY};
+    use crate::audit::store::{tests::tmp_db, AuditStore, Tuning, RECEIPTS_TREE};
+    use std::collections::HashSet;
+    use std::time::Duration;
+
+    fn paused(db: &sled::Db) -> AuditStore {
+        AuditStore::open_tuned(
+            db,
+            Durability::default(),
+            Tuning {
+                indexer_paused: true,
+                ..Default::default()
+            },
+        )
+        .unwrap()
+    }
+
+    fn queries() -> Vec<Query> {
+        vec![
+            Query::default(),
+            Query {
+                agent: s("a1"),
+                ..Default::default()
+            },
+            Query {
+                tool: s("t2"),
+                status: s("s1"),
+                ..Default::default()
+            },
+            Query {
+                enforcer_session: s("es0"),
+                protocol_session: s("ps0"),
+                ..Default::default()
+            },
+            Query {
+                user: s("u0"),
+                since: Some(BASE + 30_000),
+                until: Some(BASE + 100_000),
+                ..Default::default()
+            },
+            Query {
+                agent: s("nobody"),
+                ..Default::default()
+            },
+        ]
+    }
+
+    fn check_all(store: &AuditStore, all: &[Receipt]) {
+        for q in queries() {
+            check(store, all, &q);
+        }
+        for session in ["es3", "ps2", "es0"] {
+            let got: Vec<u64> = store
+                .replay(session)
+                .unwrap()
+                .iter()
+                .map(|r| r.seq)
+                .collect();
+            let expect: Vec<u64> = all
+                .iter()
+                .filter(|r| {
+                    r.session.enforcer_session == session
+                        || r.session.protocol_session_id.as_deref() == Some(session)
+                })
+                .map(|r| r.seq)
+                .collect();
+            assert_eq!(got, expect, "replay {session}");
+        }
+    }
+
+    #[tokio::test]
+    async fn search_is_complete_while_the_indexer_lags() {
+        let db = tmp_db();
+        let store = paused(&db);
+        let mut all = Vec::new();
+        for i in 0..N {
+            all.push(store.append(synthetic(i)).await.unwrap());
+        }
+        // Nothing indexed: everything comes from the tail scan.
+        assert_eq!(store.indexed_upto(), 0);
+        check_all(&store, &all);
+        assert!(store.verify().unwrap().is_ok());
+        // Fully indexed: same answers from the indexes.
+        store.set_indexer_paused(false);
+        assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
+        assert_eq!(store.indexed_upto(), N);
+        check_all(&store, &all);
+        let report = store.verify().unwrap();
+        assert!(
+            report.is_ok(),
+            "index keys and mark are not chain keys: {report}"
+        );
+        assert_eq!(report.checked, N);
+    }
+
+    #[tokio::test]
+    async fn pagination_across_the_indexed_boundary() {
+        let db = tmp_db();
+        let store = paused(&db);
+        let mut all = Vec::new();
+        // First half indexed, second half not: pages (limit 7) straddle the boundary, and
+        // times are not in seq order so both sources interleave on every page.
+        for i in 0..N / 2 {
+            all.push(store.append(synthetic(i)).await.unwrap());
+        }
+        store.set_indexer_paused(false);
+        assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
+        store.set_indexer_paused(true);
+        for i in N / 2..N {
+            all.push(store.append(synthetic(i)).await.unwrap());
+        }
+        assert_eq!(store.indexed_upto(), N / 2);
+        check_all(&store, &all);
+
+        // The boundary moves between pages: no duplicates, no skips, same order.
+        let mut q = Query {
+            limit: 9,
+            ..Default::default()
+        };
+        let mut got = Vec::new();
+        let mut pages = 0;
+        loop {
+            let page = store.search(&q).unwrap();
+            got.extend(page.receipts.into_iter().map(|r| r.id));
+            pages += 1;
+            if pages == 3 {
+                store.set_indexer_paused(false);
+                assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
+            }
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut expect: Vec<&Receipt> = all.iter().collect();
+        expect.sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.seq)));
+        let expect: Vec<String> = expect.iter().map(|r| r.id.clone()).collect();
+        assert_eq!(got.iter().collect::<HashSet<_>>().len(), got.len());
+        assert_eq!(got, expect);
+    }
+
+    fn index_entries(db: &sled::Db) -> usize {
+        db.open_tree(RECEIPTS_TREE)
+            .unwrap()
+            .scan_prefix(time_prefix())
+            .count()
+    }
+
+    #[tokio::test]
+    async fn reopen_reindexes_from_a_stale_mark() {
+        let db = tmp_db();
+        let mut all = Vec::new();
+        {
+            let store = AuditStore::open(&db, Durability::default()).unwrap();
+            for i in 0..N {
+                all.push(store.append(synthetic(i)).await.unwrap());
+            }
+            assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
+        }
+        // Simulate a crash that lost the index batches above seq 40 (but not the records).
+        let tree = db.open_tree(RECEIPTS_TREE).unwrap();
+        let stale: Vec<sled::IVec> = tree
+            .scan_prefix(INDEX_NS)
+            .keys()
+            .map(|k| k.unwrap())
+            .filter(|k| k.as_ref() != MARK_KEY)
+            .filter(|k| decode_position(k).unwrap().1 > 40)
+            .collect();
+        assert!(!stale.is_empty());
+        for k in stale {
+            tree.remove(k).unwrap();
+        }
+        tree.insert(MARK_KEY, &40u64.to_be_bytes()[..]).unwrap();
+        assert_eq!(index_entries(&db), 40);
+        {
+            let store = paused(&db);
+            assert_eq!(store.indexed_upto(), 40);
+            // Complete before the re-index, from the tail scan.
+            check_all(&store, &all);
+            store.set_indexer_paused(false);
+            assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
+            assert_eq!(index_entries(&db), N as usize);
+            check_all(&store, &all);
+            // The chain continues and the new receipts are indexed too.
+            all.push(store.append(synthetic(N)).await.unwrap());
+            assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
+            check_all(&store, &all);
+            assert!(store.verify().unwrap().is_ok());
+        }
+        // A mark beyond the head (tampered) is clamped; a missing mark on a store whose
+        // receipts are all indexed (pre-indexer layout) is recognised without re-indexing.
+        tree.insert(MARK_KEY, &10_000u64.to_be_bytes()[..]).unwrap();
+        {
+            let store = paused(&db);
+            assert_eq!(store.indexed_upto(), N + 1);
+        }
+        tree.remove(MARK_KEY).unwrap();
+        {
+            let store = paused(&db);
+            assert_eq!(store.indexed_upto(), N + 1);
+            check_all(&store, &all);
+        }
+        // Idempotent: a full re-index from 0 changes nothing.
+        tree.insert(MARK_KEY, &0u64.to_be_bytes()[..]).unwrap();
+        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
+        assert_eq!(index_entries(&db), N as usize + 1);
+        check_all(&store, &all);
     }
 }

@@ -1,26 +1,44 @@
 //! The receipts store: chain + indexes + durability, shared as `Arc<AuditStore>` by the proxy.
+//!
+//! The append path writes only the record and the head (one `apply_batch`). `append`
+//! serializes the receipt to canonical JSON and computes its index keys on the caller's task;
+//! then either writes it itself (Window mode, no other append in flight, writer idle: no thread
+//! hop) or sends it over a bounded tokio mpsc channel to the writer thread (`audit-writer`, a
+//! plain `std::thread`, so the store works with or without a tokio runtime), which takes
+//! everything queued (up to [`MAX_BATCH`] receipts), chains the hashes in order, writes them in
+//! ONE `apply_batch` and, in `Strict` mode, flushes once for the whole batch (group commit)
+//! before answering every waiter. The index keys go to the background indexer
+//! (`indexer.rs`) after the commit; search and replay scan what it has not indexed yet.
 
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use super::chain::{Chain, ChainRecord, VerifyReport};
-use super::durability::{Durability, GroupCommit, WindowFlusher};
+use tokio::sync::{mpsc, oneshot};
+
+use super::chain::{Chain, ChainRecord, PreparedRecord, VerifyReport};
+use super::durability::{Durability, WindowFlusher};
 use super::error::{AuditError, Result};
-use super::index::index_keys;
+use super::index::{entry_key, index_keys, time_prefix, INDEX_NS, MARK_KEY};
+use super::indexer::{read_mark, Handoff, Indexer};
 use super::receipt::Receipt;
 use super::search::{self, Page, Query};
 
-/// sled tree holding the receipts chain.
+/// sled tree holding the receipts chain (records, head) and its indexes (prefix `i`).
 pub const RECEIPTS_TREE: &str = "audit.receipts";
-/// sled tree holding the receipts' secondary indexes.
+/// The separate index tree of the previous layout: migrated into [`RECEIPTS_TREE`] (under the
+/// index prefix) and dropped by [`AuditStore::open`].
 pub const RECEIPTS_INDEX_TREE: &str = "audit.receipts.idx";
 
+/// Most receipts the writer puts in one sled batch (an `append_batch` larger than this is
+/// still written whole, alone).
+pub const MAX_BATCH: usize = 1024;
+/// Append requests that may wait for the writer before `append` itself waits (backpressure).
+pub const QUEUE_DEPTH: usize = 4096;
+
 impl ChainRecord for Receipt {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
     fn id_for(seq: u64) -> String {
         format!("R{seq:012}")
     }
@@ -46,49 +64,303 @@ pub struct StoreStats {
     pub flushes: u64,
 }
 
-pub struct AuditStore {
-    db: sled::Db,
-    chain: Chain<Receipt>,
-    index: sled::Tree,
-    durability: Durability,
-    group: GroupCommit,
-    flusher: Option<WindowFlusher>,
+/// One append (or append_batch) waiting for the writer.
+struct Request {
+    items: Vec<PreparedRecord>,
+    /// Index keys of each item (seq placeholder), for the indexer.
+    keys: Vec<Vec<Vec<u8>>>,
+    /// Seq of the first item.
+    reply: oneshot::Sender<Result<u64>>,
 }
 
-impl AuditStore {
-    /// Opens (or creates) the receipts chain and its indexes in `db`.
-    pub fn open(db: &sled::Db, durability: Durability) -> Result<Self> {
-        let tree = db.open_tree(RECEIPTS_TREE)?;
-        let index = db.open_tree(RECEIPTS_INDEX_TREE)?;
-        let chain = Chain::open(tree, Some(index.clone()))?;
-        let flusher = match durability {
-            Durability::Strict => None,
-            Durability::Window(w) => Some(WindowFlusher::start(
-                db.clone(),
-                w.max(Duration::from_millis(1)),
-            )?),
-        };
-        Ok(AuditStore {
-            db: db.clone(),
-            chain,
-            index,
-            durability,
-            group: GroupCommit::default(),
-            flusher,
-        })
+/// A copy of an error for every waiter of a failed batch and for the sticky state.
+fn duplicate(e: &AuditError) -> AuditError {
+    match e {
+        AuditError::Storage(e) => AuditError::Storage(e.clone()),
+        AuditError::Encoding(e) => AuditError::Corrupt(format!("encoding: {e}")),
+        AuditError::Flush(s) => AuditError::Flush(s.clone()),
+        AuditError::Poisoned => AuditError::Poisoned,
+        AuditError::BadCursor(s) => AuditError::BadCursor(s.clone()),
+        AuditError::Corrupt(s) => AuditError::Corrupt(s.clone()),
     }
+}
 
-    /// Err while the store is known to be failing (a background flush failed): the proxy
-    /// refuses calls rather than forward them unrecorded.
-    pub fn check_writable(&self) -> Result<(), AuditError> {
-        match &self.flusher {
-            Some(f) => f.check(),
+/// State shared with the writer thread.
+#[derive(Default)]
+struct Health {
+    /// Sticky: once a batch or flush failed, every later append fails (fail closed).
+    broken: Mutex<Option<AuditError>>,
+    /// Strict-mode flushes done by the writer.
+    flushes: AtomicU64,
+    /// Batches written by the caller itself (writer idle) instead of the writer thread.
+    direct: AtomicU64,
+    /// Batches written, and time spent writing them (append_prepared + Strict flush), ns.
+    batches: AtomicU64,
+    write_ns: AtomicU64,
+}
+
+impl Health {
+    fn check(&self) -> Result<()> {
+        match &*self.broken.lock()? {
+            Some(e) => Err(duplicate(e)),
             None => Ok(()),
         }
     }
 
-    pub fn durability(&self) -> Durability {
-        self.durability
+    fn set(&self, e: &AuditError) {
+        let mut slot = self.broken.lock().unwrap_or_else(|p| p.into_inner());
+        if slot.is_none() {
+            *slot = Some(duplicate(e));
+        }
+    }
+}
+
+/// Write-path tuning (benchmarks and tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Tuning {
+    /// Window mode: a caller that finds the writer idle (nothing queued, write lock free)
+    /// writes its own batch under the write lock instead of hopping to the writer thread.
+    pub direct: bool,
+    /// Start with the background indexer paused (tests).
+    pub indexer_paused: bool,
+}
+
+impl Default for Tuning {
+    fn default() -> Self {
+        Tuning {
+            direct: true,
+            indexer_paused: false,
+        }
+    }
+}
+
+/// What the writer thread and direct writers share.
+///
+/// Fields drop in order: the indexer stops (after its batch in progress) before the Window
+/// flusher's final flush.
+struct Core {
+    indexer: Indexer,
+    db: sled::Db,
+    chain: Arc<Chain<Receipt>>,
+    strict: bool,
+    flusher: Option<Arc<WindowFlusher>>,
+    health: Arc<Health>,
+    /// Held while a batch is written (by the writer thread or a direct writer).
+    write_lock: Mutex<()>,
+    /// `append_batch` calls in progress (a direct write is only tried when alone).
+    in_flight: AtomicUsize,
+}
+
+/// Counts an `append_batch` in flight until dropped (also when the future is cancelled).
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Core {
+    /// Writes `items` in one batch (and flushes it in Strict mode), hands their index keys to
+    /// the indexer; returns the seq of the first receipt. Any error is made sticky. The
+    /// caller holds `write_lock`.
+    fn write(&self, items: &[&PreparedRecord], keys: Vec<Vec<Vec<u8>>>) -> Result<u64> {
+        let res = std::panic::catch_unwind(AssertUnwindSafe(|| self.write_inner(items)))
+            .unwrap_or_else(|_| Err(AuditError::Corrupt("audit writer panicked".into())));
+        match res {
+            Ok(first) => {
+                self.indexer.state.note_write();
+                self.indexer.hand_off(Handoff { first, keys });
+                Ok(first)
+            }
+            Err(e) => {
+                self.health.set(&e);
+                Err(e)
+            }
+        }
+    }
+
+    fn write_inner(&self, items: &[&PreparedRecord]) -> Result<u64> {
+        let t = std::time::Instant::now();
+        let res = self.write_timed(items);
+        self.health.batches.fetch_add(1, Ordering::Relaxed);
+        self.health
+            .write_ns
+            .fetch_add(t.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        res
+    }
+
+    fn write_timed(&self, items: &[&PreparedRecord]) -> Result<u64> {
+        self.health.check()?;
+        if let Some(f) = &self.flusher {
+            f.check()?;
+        }
+        let first = self.chain.append_prepared(items)?;
+        if self.strict {
+            self.health.flushes.fetch_add(1, Ordering::Relaxed);
+            self.db
+                .flush()
+                .map_err(|e| AuditError::Flush(e.to_string()))?;
+        } else if let Some(f) = &self.flusher {
+            f.mark_dirty();
+        }
+        Ok(first)
+    }
+
+    fn run(&self, mut rx: mpsc::Receiver<Request>) {
+        let mut reqs: Vec<Request> = Vec::new();
+        while let Some(first) = rx.blocking_recv() {
+            let mut n = first.items.len();
+            reqs.push(first);
+            while n < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(r) => {
+                        n += r.items.len();
+                        reqs.push(r);
+                    }
+                    Err(_) => break,
+                }
+            }
+            let keys: Vec<Vec<Vec<u8>>> = reqs
+                .iter_mut()
+                .flat_map(|r| std::mem::take(&mut r.keys))
+                .collect();
+            let all: Vec<&PreparedRecord> = reqs.iter().flat_map(|r| r.items.iter()).collect();
+            let res = match self.write_lock.lock() {
+                Ok(_guard) => self.write(&all, keys),
+                Err(_) => Err(AuditError::Poisoned),
+            };
+            drop(all);
+            match res {
+                Ok(mut seq) => {
+                    for r in reqs.drain(..) {
+                        let n = r.items.len() as u64;
+                        // The caller may have gone away (cancelled): the receipt is stored.
+                        let _ = r.reply.send(Ok(seq));
+                        seq += n;
+                    }
+                }
+                Err(e) => {
+                    self.health.set(&e);
+                    for r in reqs.drain(..) {
+                        let _ = r.reply.send(Err(duplicate(&e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+pub struct AuditStore {
+    core: Arc<Core>,
+    tuning: Tuning,
+    tx: Option<mpsc::Sender<Request>>,
+    writer: Option<JoinHandle<()>>,
+}
+
+/// Moves the index keys of the previous two-tree layout into the receipts tree (idempotent:
+/// a crash mid-way redoes it on the next open) and drops the old tree.
+fn migrate_old_index(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
+    if !db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == RECEIPTS_INDEX_TREE.as_bytes())
+    {
+        return Ok(());
+    }
+    let old = db.open_tree(RECEIPTS_INDEX_TREE)?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for kv in old.iter() {
+        let (k, _) = kv?;
+        let mut key = INDEX_NS.to_vec();
+        key.extend_from_slice(&k);
+        batch.insert(key, &[][..]);
+        n += 1;
+        if n == 10_000 {
+            tree.apply_batch(std::mem::take(&mut batch))?;
+            n = 0;
+        }
+    }
+    if n > 0 {
+        tree.apply_batch(batch)?;
+    }
+    // The old layout indexed every receipt in the same transaction as its record.
+    let head = Chain::<Receipt>::open_shared(tree.clone(), INDEX_NS.to_vec())?.len()?;
+    tree.insert(MARK_KEY, &head.to_be_bytes()[..])?;
+    db.flush()?;
+    db.drop_tree(RECEIPTS_INDEX_TREE)?;
+    Ok(())
+}
+
+impl AuditStore {
+    /// Opens (or creates) the receipts chain and its indexes in `db`, and starts the writer
+    /// thread, the background indexer (which first indexes whatever the stored mark does not
+    /// cover) and, in Window mode, the background flusher. Callable inside or outside a
+    /// tokio runtime.
+    pub fn open(db: &sled::Db, durability: Durability) -> Result<Self> {
+        Self::open_tuned(db, durability, Tuning::default())
+    }
+
+    /// [`AuditStore::open`] with explicit write-path tuning.
+    pub fn open_tuned(db: &sled::Db, durability: Durability, tuning: Tuning) -> Result<Self> {
+        let tree = db.open_tree(RECEIPTS_TREE)?;
+        let fresh = tree.is_empty();
+        migrate_old_index(db, &tree)?;
+        let chain = Arc::new(Chain::open_shared(tree.clone(), INDEX_NS.to_vec())?);
+        let mark = read_mark(&tree)?;
+        // A store written before the background indexer existed has every receipt indexed
+        // and no mark: probe the time index for the head's entry instead of re-indexing all.
+        let mark = if mark == 0 && !fresh {
+            legacy_mark(&chain)?
+        } else {
+            mark
+        };
+        let flusher = match durability {
+            Durability::Strict => None,
+            Durability::Window(w) => Some(Arc::new(WindowFlusher::start(
+                db.clone(),
+                w.max(Duration::from_millis(1)),
+            )?)),
+        };
+        let indexer = Indexer::start(chain.clone(), mark, tuning.indexer_paused)?;
+        let health = Arc::new(Health::default());
+        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
+        let core = Arc::new(Core {
+            db: db.clone(),
+            chain,
+            strict: durability == Durability::Strict,
+            flusher,
+            health,
+            indexer,
+            write_lock: Mutex::new(()),
+            in_flight: AtomicUsize::new(0),
+        });
+        let c = core.clone();
+        let writer = std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || c.run(rx))
+            .map_err(|e| AuditError::Flush(format!("cannot start audit writer: {e}")))?;
+        Ok(AuditStore {
+            core,
+            tuning,
+            tx: Some(tx),
+            writer: Some(writer),
+        })
+    }
+
+    /// `Err` when the store is known to be unable to record (a failed batch or flush earlier,
+    /// or the writer is gone): the proxy calls this before forwarding a call, and refuses it.
+    /// `Ok` is no promise that the next append succeeds.
+    pub fn check_writable(&self) -> Result<(), AuditError> {
+        self.core.health.check()?;
+        if let Some(f) = &self.core.flusher {
+            f.check()?;
+        }
+        match &self.tx {
+            Some(tx) if !tx.is_closed() => Ok(()),
+            _ => Err(writer_gone()),
+        }
     }
 
     /// Appends one receipt; returns it with `id` and `seq` set. `Err` = not recorded (or, in
@@ -98,36 +370,73 @@ impl AuditStore {
         Ok(out.pop().expect("one in, one out"))
     }
 
-    /// Appends receipts in order in one transaction (one flush in Strict mode).
-    pub async fn append_batch(&self, receipts: Vec<Receipt>) -> Result<Vec<Receipt>> {
+    /// Appends receipts in order with contiguous seqs, atomically (one sled batch; one flush
+    /// in Strict mode).
+    ///
+    /// Cancel safety: once the receipts are queued, dropping the future does not withdraw
+    /// them; they are recorded (or fail) all the same.
+    pub async fn append_batch(&self, mut receipts: Vec<Receipt>) -> Result<Vec<Receipt>> {
         if receipts.is_empty() {
             return Ok(receipts);
         }
-        let out = self.insert(receipts)?;
-        if self.durability == Durability::Strict {
-            let last = out.last().map(|r| r.seq).unwrap_or(0);
-            self.group
-                .wait_durable(&self.db, last, || self.chain.len())
-                .await?;
+        self.check_writable()?;
+        self.core.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(&self.core.in_flight);
+        let items = receipts
+            .iter()
+            .map(|r| PreparedRecord::new(r, Vec::new()))
+            .collect::<Result<Vec<_>>>()?;
+        let keys: Vec<Vec<Vec<u8>>> = receipts.iter().map(index_keys).collect();
+        let tx = self.tx.as_ref().ok_or_else(writer_gone)?;
+        // Let concurrent appends of this runtime thread show up before deciding: alone ->
+        // write directly; several -> queue for the writer thread, which batches them.
+        let alone = self.tuning.direct && !self.core.strict && {
+            tokio::task::yield_now().await;
+            self.core.in_flight.load(Ordering::Acquire) == 1
+        };
+        let first = match self.try_direct(alone, &items, keys) {
+            Ok(res) => res?,
+            Err(keys) => {
+                let (reply, rx) = oneshot::channel();
+                tx.send(Request { items, keys, reply })
+                    .await
+                    .map_err(|_| writer_gone())?;
+                rx.await.map_err(|_| writer_gone())??
+            }
+        };
+        for (i, r) in receipts.iter_mut().enumerate() {
+            r.assign(first + i as u64);
         }
-        Ok(out)
+        Ok(receipts)
     }
 
-    /// The synchronous part of an append: chain + indexes in one sled transaction.
-    fn insert(&self, receipts: Vec<Receipt>) -> Result<Vec<Receipt>> {
-        if let Some(f) = &self.flusher {
-            f.check()?;
+    /// Window mode, no other append in flight and the writer idle (nothing queued, write
+    /// lock free): write on the caller's thread, saving two thread hand-offs. Gives the keys
+    /// back otherwise (concurrent appends go to the writer thread, which batches them).
+    fn try_direct(
+        &self,
+        alone: bool,
+        items: &[PreparedRecord],
+        keys: Vec<Vec<Vec<u8>>>,
+    ) -> std::result::Result<Result<u64>, Vec<Vec<Vec<u8>>>> {
+        let Some(tx) = &self.tx else {
+            return Err(keys);
+        };
+        if !alone || !self.tuning.direct || self.core.strict || tx.capacity() != tx.max_capacity() {
+            return Err(keys);
         }
-        let out = self.chain.append_batch(receipts, index_keys)?;
-        if let Some(f) = &self.flusher {
-            f.mark_dirty();
-        }
-        Ok(out)
+        let Ok(_guard) = self.core.write_lock.try_lock() else {
+            return Err(keys);
+        };
+        self.core.health.direct.fetch_add(1, Ordering::Relaxed);
+        let all: Vec<&PreparedRecord> = items.iter().collect();
+        Ok(self.core.write(&all, keys))
     }
 
     /// Flushes everything appended so far (e.g. at shutdown).
     pub async fn flush(&self) -> Result<()> {
-        self.db
+        self.core
+            .db
             .flush_async()
             .await
             .map(|_| ())
@@ -139,39 +448,109 @@ impl AuditStore {
         let Some(seq) = parse_receipt_id(id) else {
             return Ok(None);
         };
-        Ok(self.chain.get(seq)?.filter(|r| r.id == id))
+        Ok(self.core.chain.get(seq)?.filter(|r| r.id == id))
     }
 
     /// Number of receipts appended.
     pub fn len(&self) -> Result<u64> {
-        self.chain.len()
-    }
-
-    pub fn is_empty(&self) -> Result<bool> {
-        self.chain.is_empty()
+        self.core.chain.len()
     }
 
     /// Walks the chain (see `Chain::verify`). Runs synchronously; from async code use
     /// `spawn_blocking` on large stores.
     pub fn verify(&self) -> Result<VerifyReport> {
-        self.chain.verify()
+        self.core.chain.verify()
     }
 
     /// See `search::search`. Synchronous (sled reads).
     pub fn search(&self, q: &Query) -> Result<Page> {
-        search::search(&self.chain, &self.index, q)
+        search::search(&self.core.chain, self.core.indexer.state.indexed(), q)
     }
 
     /// All receipts of an enforcer or protocol session, in chain order.
     pub fn replay(&self, session: &str) -> Result<Vec<Receipt>> {
-        search::replay(&self.chain, &self.index, session)
+        search::replay(&self.core.chain, self.core.indexer.state.indexed(), session)
     }
 
     pub fn stats(&self) -> Result<StoreStats> {
         Ok(StoreStats {
             receipts: self.len()?,
-            flushes: self.group.flushes() + self.flusher.as_ref().map_or(0, |f| f.flushes()),
+            flushes: self.core.health.flushes.load(Ordering::Relaxed)
+                + self.core.flusher.as_ref().map_or(0, |f| f.flushes()),
         })
+    }
+
+    /// Every receipt with seq <= this is in the indexes (search and replay scan the records
+    /// above it directly).
+    pub fn indexed_upto(&self) -> u64 {
+        self.core.indexer.state.indexed()
+    }
+
+    /// Write-path counters: (batches written, of which by the calling task directly, total
+    /// time spent writing them). For benchmarks.
+    pub fn write_counters(&self) -> (u64, u64, Duration) {
+        let h = &self.core.health;
+        (
+            h.batches.load(Ordering::Relaxed),
+            h.direct.load(Ordering::Relaxed),
+            Duration::from_nanos(h.write_ns.load(Ordering::Relaxed)),
+        )
+    }
+
+    /// Pauses or resumes the background indexer (tests, maintenance); search stays complete.
+    pub fn set_indexer_paused(&self, paused: bool) {
+        self.core.indexer.set_paused(paused);
+    }
+
+    /// Blocks until every receipt appended so far is indexed, or `timeout` passes; returns
+    /// whether it caught up.
+    pub fn wait_indexed(&self, timeout: Duration) -> Result<bool> {
+        let t = std::time::Instant::now();
+        loop {
+            if self.indexed_upto() >= self.len()? {
+                return Ok(true);
+            }
+            if t.elapsed() >= timeout {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+}
+
+/// Mark for a store from before the background indexer (no mark key): its receipts were
+/// indexed with their records, so the newest record that has its time-index entry is the
+/// mark (walking back from the head; 0 if none).
+fn legacy_mark(chain: &Chain<Receipt>) -> Result<u64> {
+    let head = chain.len()?;
+    let tree = chain.tree();
+    let mut seq = head;
+    let mut probes = 0;
+    while seq > 0 && probes < 64 {
+        if let Some(r) = chain.get(seq)? {
+            if tree.contains_key(entry_key(&time_prefix(), r.time_ns, seq))? {
+                return Ok(seq);
+            }
+        }
+        seq -= 1;
+        probes += 1;
+    }
+    // Could not tell: re-index everything (idempotent).
+    Ok(0)
+}
+
+fn writer_gone() -> AuditError {
+    AuditError::Corrupt("audit writer is not running".into())
+}
+
+impl Drop for AuditStore {
+    /// Closes the queue and waits for the writer to finish what was queued; then the Window
+    /// flusher (if any) flushes once more as it is dropped.
+    fn drop(&mut self) {
+        drop(self.tx.take());
+        if let Some(w) = self.writer.take() {
+            let _ = w.join();
+        }
     }
 }
 
@@ -366,10 +745,137 @@ pub(crate) mod tests {
         let store = AuditStore::open(&db, Durability::Strict).unwrap();
         store.append(full_receipt(1)).await.unwrap();
         assert!(db.drop_tree(RECEIPTS_TREE).unwrap());
+        assert!(store.check_writable().is_ok(), "not known broken yet");
         let err = store.append(full_receipt(2)).await;
         assert!(err.is_err(), "append into a dropped tree must fail");
         // The failed append did not advance the chain.
         assert_eq!(store.len().unwrap(), 1);
+        // Fail closed: the store stays broken.
+        assert!(store.check_writable().is_err());
+        assert!(store.append(full_receipt(3)).await.is_err());
+        assert!(store.append_batch(vec![full_receipt(4)]).await.is_err());
+        assert_eq!(store.len().unwrap(), 1);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_failed_batch_fails_every_waiter() {
+        let db = tmp_db();
+        let store = Arc::new(AuditStore::open(&db, Durability::default()).unwrap());
+        store.append(full_receipt(0)).await.unwrap();
+        assert!(db.drop_tree(RECEIPTS_TREE).unwrap());
+        let tasks: Vec<_> = (0..8u64)
+            .map(|i| {
+                let s = store.clone();
+                tokio::spawn(async move { s.append(full_receipt(i)).await })
+            })
+            .collect();
+        for t in tasks {
+            assert!(t.await.unwrap().is_err());
+        }
+        assert!(store.check_writable().is_err());
+        assert_eq!(store.len().unwrap(), 1);
+    }
+
+    #[test]
+    fn usable_without_a_runtime_and_from_several_runtimes() {
+        let db = tmp_db();
+        // Opened, read and dropped outside any runtime (the CLI case).
+        let store = AuditStore::open(&db, Durability::Strict).unwrap();
+        assert!(store.check_writable().is_ok());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let r = rt.block_on(store.append(full_receipt(1))).unwrap();
+        assert_eq!(r.seq, 1);
+        let rt2 = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .build()
+            .unwrap();
+        let out = rt2
+            .block_on(store.append_batch(vec![full_receipt(2), full_receipt(3)]))
+            .unwrap();
+        assert_eq!(out.iter().map(|r| r.seq).collect::<Vec<_>>(), vec![2, 3]);
+        assert_eq!(store.get("R000000000003").unwrap(), Some(out[1].clone()));
+        assert!(store.verify().unwrap().is_ok());
+        drop(store);
+        // Reopened: continues the chain.
+        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        assert_eq!(rt.block_on(store.append(full_receipt(4))).unwrap().seq, 4);
+    }
+
+    #[tokio::test]
+    async fn migrates_the_old_two_tree_layout() {
+        let db = tmp_db();
+        {
+            // Old layout: records + head in RECEIPTS_TREE, index keys (no namespace byte) in
+            // RECEIPTS_INDEX_TREE, written in one transaction.
+            let old: Chain<Receipt> = Chain::open(
+                db.open_tree(RECEIPTS_TREE).unwrap(),
+                Some(db.open_tree(RECEIPTS_INDEX_TREE).unwrap()),
+            )
+            .unwrap();
+            let strip = |r: &Receipt| -> Vec<Vec<u8>> {
+                index_keys(r)
+                    .into_iter()
+                    .map(|k| k[INDEX_NS.len()..].to_vec())
+                    .collect()
+            };
+            old.append_batch((1..=3).map(full_receipt).collect(), strip)
+                .unwrap();
+        }
+        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        assert!(!db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == RECEIPTS_INDEX_TREE.as_bytes()));
+        assert_eq!(store.len().unwrap(), 3);
+        assert_eq!(store.replay("es-1").unwrap().len(), 3);
+        let page = store
+            .search(&Query {
+                agent: Some("agent-1".into()),
+                ..Default::default()
+            })
+            .unwrap();
+        assert_eq!(page.receipts.len(), 2);
+        assert_eq!(store.append(full_receipt(4)).await.unwrap().seq, 4);
+        assert_eq!(store.replay("es-1").unwrap().len(), 4);
+        let report = store.verify().unwrap();
+        assert!(report.is_ok(), "{report}");
+    }
+
+    #[tokio::test]
+    async fn lone_window_appends_write_directly() {
+        let db = tmp_db();
+        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        for i in 0..3 {
+            store.append(full_receipt(i)).await.unwrap();
+        }
+        assert_eq!(
+            store.write_counters().1,
+            3,
+            "no writer-thread hop when alone"
+        );
+        let off = AuditStore::open_tuned(
+            &tmp_db(),
+            Durability::default(),
+            Tuning {
+                direct: false,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        off.append(full_receipt(1)).await.unwrap();
+        assert_eq!(off.write_counters(), (1, 0, off.write_counters().2));
+        let strict = AuditStore::open(&tmp_db(), Durability::Strict).unwrap();
+        strict.append(full_receipt(1)).await.unwrap();
+        assert_eq!(
+            strict.write_counters().1,
+            0,
+            "Strict always uses the writer"
+        );
+        assert!(store.verify().unwrap().is_ok());
+        assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
+        assert_eq!(store.replay("es-1").unwrap().len(), 3);
     }
 
     #[test]

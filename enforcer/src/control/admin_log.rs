@@ -51,12 +51,6 @@ pub struct Who {
 }
 
 impl ChainRecord for AdminRecord {
-    fn seq(&self) -> u64 {
-        self.seq
-    }
-    fn id(&self) -> &str {
-        &self.id
-    }
     fn id_for(seq: u64) -> String {
         format!("A{seq:09}")
     }

@@ -73,6 +73,7 @@ fn dispatch(args: &[String]) {
         "serve" => serve(addrs()),
         "connect" => connect(addr(1), has(args, "--hold"), has(args, "--reconnect")),
         "connect-many" => connect_many(addrs()),
+        "hold-many" => hold_many(addr(1), args[2].parse().expect("count")),
         "connect-loop" => connect_loop(addr(1), args[2].parse().expect("count")),
         "udp" => udp(addr(1), false),
         "udp-connect" => udp(addr(1), true),
@@ -235,6 +236,59 @@ fn connect(addr: SocketAddr, hold: bool, reconnect: bool) {
             Ok((_, r)) => emit(json!({ "reconnect": r })),
             Err(e) => emit(json!({ "reconnect": errno(&e) })),
         }
+    }
+}
+
+/// CLOCK_MONOTONIC in nanoseconds: comparable across processes (the kill benchmark).
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Hold `n` connections (each blocked in read), report when all are up, then when the last
+/// one died (monotonic ns), then try to reconnect and report how that was refused.
+fn hold_many(addr: SocketAddr, n: usize) {
+    let mut streams = Vec::with_capacity(n);
+    for _ in 0..n {
+        match greet(addr) {
+            Ok((s, _)) => streams.push(s),
+            Err(e) => {
+                emit(json!({ "held_failed": errno(&e), "held": streams.len() }));
+                std::process::exit(1);
+            }
+        }
+    }
+    emit(json!({ "held": streams.len() }));
+    let deaths: Vec<_> = streams
+        .into_iter()
+        .map(|s| {
+            std::thread::spawn(move || {
+                s.set_read_timeout(None).expect("blocking read");
+                let mut buf = [0u8; 64];
+                let _ = std::io::Read::read(&mut &s, &mut buf);
+                monotonic_ns()
+            })
+        })
+        .collect();
+    let times: Vec<u64> = deaths
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    let (first, last) = (
+        times.iter().min().copied().unwrap_or(0),
+        times.iter().max().copied().unwrap_or(0),
+    );
+    emit(json!({ "first_dead_ns": first, "last_dead_ns": last }));
+    let t = monotonic_ns();
+    let again = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
+    let us = (monotonic_ns() - t) / 1000;
+    match again {
+        Ok(_) => emit(json!({ "reconnect": "connected", "reconnect_us": us })),
+        Err(e) => emit(json!({ "reconnect": errno(&e), "reconnect_us": us })),
     }
 }
 
