@@ -333,7 +333,7 @@ pub fn kill() -> anyhow::Result<()> {
     std::env::set_var("ENFORCER_BIN_DIR", release);
     let mut host = TestHost::with_config("benchkill", enforcer_tests::TUNNEL_CONFIG);
     host.start_daemon();
-    let dest = host.upstream_v4(7100).to_string();
+    let dest = host.upstream_v4(7010).to_string();
     println!(
         "{:>6} {:>12} {:>14} {:>16} {:>14} {:>16}",
         "flows", "kill us", "revoke->last", "first->last dead", "reconnect", "refused in us"

@@ -255,7 +255,11 @@ fn hold_many(addr: SocketAddr, n: usize) {
     let mut streams = Vec::with_capacity(n);
     for _ in 0..n {
         match greet(addr) {
-            Ok((s, _)) => streams.push(s),
+            Ok((s, r)) if r["ok"] == true => streams.push(s),
+            Ok((_, r)) => {
+                emit(json!({ "held_failed": r, "held": streams.len() }));
+                std::process::exit(1);
+            }
             Err(e) => {
                 emit(json!({ "held_failed": errno(&e), "held": streams.len() }));
                 std::process::exit(1);
