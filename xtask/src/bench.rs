@@ -18,13 +18,7 @@ const ROUNDS: usize = 5;
 pub fn connect(count: u32) -> anyhow::Result<()> {
     crate::require_root("the benchmark")?;
     crate::ensure_bpffs()?;
-    crate::cargo(&["build", "--release", "--bins"])?;
-    let release = std::env::current_exe()?
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target directory")?
-        .join("release");
-    std::env::set_var("ENFORCER_BIN_DIR", release);
+    use_release_binaries()?;
     let mut host = TestHost::with_config(
         "bench",
         &format!("[proxy]\nunknown_destinations = \"tunnel\"\n[network]\nallow = [\"{SINK}\"]\n"),
@@ -155,11 +149,21 @@ fn run_proxy_bench(
         })
         .context("no cgroup2 mount")?;
     let config = dir.join("enforcer.toml");
+    // The full data path: a policy decides every call (a forbid that does not match, then the
+    // agent's permit), the detectors scan the result, and each call gets a receipt.
+    let policy = dir.join("policy.cedar");
+    std::fs::write(
+        &policy,
+        "@id(\"no-deletes\")\n@reason(\"destructive_tool\")\nforbid(principal, action == Action::\"tools/call\", resource)\nwhen { resource.name like \"delete_*\" };\n\n\
+         @id(\"bench-tools\")\npermit(principal in Agent::\"bench\", action == Action::\"tools/call\", resource);\n",
+    )?;
+    let _ = std::fs::remove_dir_all(dir.join("enforcer-state/store"));
     std::fs::write(
         &config,
         format!(
             "[paths]\nstate_dir = \"{d}/enforcer-state\"\nruntime_dir = \"{d}/enforcer-run\"\n\
              pin_dir = \"/sys/fs/bpf/enforcer-bench\"\n\
+             [policy]\nfile = \"{d}/policy.cedar\"\n\
              [proxy]\nworker_threads = {threads}\n[agents]\ncgroup_root = \"{cgroup2}/enforcer-bench-agents\"\n\
              [[connectors]]\nid = \"perf-upstream\"\nmatch = [\"127.0.0.2:8443\"]\ntls = {{ ca = \"{d}/pki/ca.crt\" }}\n",
             d = dir.display(),
@@ -324,13 +328,7 @@ pub fn audit(rules: usize, receipts: usize) -> anyhow::Result<()> {
 pub fn kill() -> anyhow::Result<()> {
     crate::require_root("the benchmark")?;
     crate::ensure_bpffs()?;
-    crate::cargo(&["build", "--release", "--bins"])?;
-    let release = std::env::current_exe()?
-        .parent()
-        .and_then(|d| d.parent())
-        .context("target directory")?
-        .join("release");
-    std::env::set_var("ENFORCER_BIN_DIR", release);
+    use_release_binaries()?;
     let mut host = TestHost::with_config("benchkill", enforcer_tests::TUNNEL_CONFIG);
     host.start_daemon();
     let dest = host.upstream_v4(7010).to_string();
@@ -349,7 +347,7 @@ pub fn kill() -> anyhow::Result<()> {
         if held["held"] != n {
             bail!("could not hold {n} flows: {held}");
         }
-        let t0 = monotonic_ns();
+        let t0 = enforcer_tests::monotonic_ns();
         let rev = host.enforcer(&[
             "revoke",
             "--agent",
@@ -391,11 +389,14 @@ pub fn kill() -> anyhow::Result<()> {
     Ok(())
 }
 
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+/// Build the release binaries and make the test harness run them.
+fn use_release_binaries() -> anyhow::Result<()> {
+    crate::cargo(&["build", "--release", "--bins"])?;
+    let release = std::env::current_exe()?
+        .parent()
+        .and_then(|d| d.parent())
+        .context("target directory")?
+        .join("release");
+    std::env::set_var("ENFORCER_BIN_DIR", release);
+    Ok(())
 }

@@ -34,6 +34,22 @@ pub struct Receipt {
     pub recording: Option<Value>,
 }
 
+impl Receipt {
+    /// A receipt of `kind` stamped now (Unix nanoseconds and RFC 3339).
+    pub fn stamped(kind: ReceiptKind) -> Self {
+        let now = std::time::SystemTime::now();
+        Receipt {
+            time_ns: now
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_nanos() as u64,
+            time: humantime::format_rfc3339_micros(now).to_string(),
+            kind,
+            ..Default::default()
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ReceiptKind {

@@ -21,27 +21,25 @@ pub struct Event<'a> {
     pub detail: Option<String>,
 }
 
-pub fn receipt(actor: &Actor, e: &Event<'_>) -> Receipt {
-    let now = std::time::SystemTime::now();
-    Receipt {
-        time_ns: now
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64,
-        time: humantime::format_rfc3339_micros(now).to_string(),
-        kind: ReceiptKind::Connection,
-        actor: ActorChain {
-            user: actor.user.clone(),
-            uid: actor.uid,
-            agent: actor.agent.clone(),
-            instance: actor.instance.clone(),
-            instance_id: actor.instance_id,
-            pid: actor.pid,
-            surface: Surface {
-                exe: actor.exe.clone(),
-                ..Default::default()
-            },
+/// The actor chain as the kernel identified it (the client's words are added by the caller).
+pub fn actor_chain(actor: &Actor) -> ActorChain {
+    ActorChain {
+        user: actor.user.clone(),
+        uid: actor.uid,
+        agent: actor.agent.clone(),
+        instance: actor.instance.clone(),
+        instance_id: actor.instance_id,
+        pid: actor.pid,
+        surface: Surface {
+            exe: actor.exe.clone(),
+            ..Default::default()
         },
+    }
+}
+
+pub fn receipt(actor: &Actor, e: &Event<'_>) -> Receipt {
+    Receipt {
+        actor: actor_chain(actor),
         outcome: Outcome {
             status: e.status.into(),
             error: e.detail.clone(),
@@ -53,7 +51,7 @@ pub fn receipt(actor: &Actor, e: &Event<'_>) -> Receipt {
             sni: e.sni.map(String::from),
             detail: e.detail.clone(),
         }),
-        ..Default::default()
+        ..Receipt::stamped(ReceiptKind::Connection)
     }
 }
 

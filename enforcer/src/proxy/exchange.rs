@@ -3,11 +3,7 @@
 //! server's response, or the enforcer's refusal) is released to the agent; if it cannot be
 //! written, the agent gets an error instead of the answer.
 
-use std::{
-    collections::BTreeMap,
-    sync::Arc,
-    time::{Instant, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
 use http::HeaderMap;
 use serde_json::{json, Value};
@@ -17,8 +13,8 @@ use tracing::{info, warn};
 use super::http::Flow;
 use crate::{
     audit::receipt::{
-        ActorChain, ConnectorPath, CredentialRef, Outcome, Receipt, ReceiptKind, RequestInfo,
-        RouteStatus, SessionRef, Surface,
+        ConnectorPath, CredentialRef, Outcome, Receipt, ReceiptKind, RequestInfo, RouteStatus,
+        SessionRef,
     },
     credentials::{BindingRef, CredentialMode},
     gate::{Call as GateCall, Enforced, Verdict},
@@ -59,15 +55,6 @@ pub struct Exchange {
     /// A detector's `redact` action changed some call's arguments: the body must be rebuilt.
     pub rewritten: bool,
     bytes_out: u64,
-}
-
-fn now_ns() -> (u64, String) {
-    let now = SystemTime::now();
-    let ns = now
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_nanos() as u64;
-    (ns, humantime::format_rfc3339_micros(now).to_string())
 }
 
 /// "sha256:<hex>" of canonical JSON (serde_json maps are sorted).
@@ -147,12 +134,8 @@ impl Exchange {
                     rewritten = true;
                 }
             }
-            let (time_ns, time) = now_ns();
             let status = flow.connector.status();
             let receipt = Receipt {
-                time_ns,
-                time,
-                kind: ReceiptKind::Exchange,
                 request: Some(RequestInfo {
                     jsonrpc_id: id.clone(),
                     method: method.clone(),
@@ -166,18 +149,11 @@ impl Exchange {
                     protocol_version: protocol_version.clone(),
                     http_method: http_method.to_string(),
                 }),
-                actor: ActorChain {
-                    user: actor.user.clone(),
-                    uid: actor.uid,
-                    agent: actor.agent.clone(),
-                    instance: actor.instance.clone(),
-                    instance_id: actor.instance_id,
-                    pid: actor.pid,
-                    surface: Surface {
-                        exe: actor.exe.clone(),
-                        client,
-                        user_agent: user_agent.clone(),
-                    },
+                actor: {
+                    let mut chain = super::events::actor_chain(actor);
+                    chain.surface.client = client;
+                    chain.surface.user_agent = user_agent.clone();
+                    chain
                 },
                 session: SessionRef {
                     enforcer_session: flow.session.id.clone(),
@@ -214,7 +190,7 @@ impl Exchange {
                 },
                 event: None,
                 recording: None,
-                ..Default::default()
+                ..Receipt::stamped(ReceiptKind::Exchange)
             };
             calls.push(PendingCall {
                 id: id.clone(),

@@ -101,14 +101,7 @@ fn kill_receipt(r: &Revocation, s: &SessionInfo) -> Receipt {
 /// A connection-level receipt for an ended session (`event`: revocation_kill,
 /// session_terminated).
 pub fn session_receipt(s: &SessionInfo, event: &str, detail: &str) -> Receipt {
-    let now = std::time::SystemTime::now();
     Receipt {
-        time_ns: now
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64,
-        time: humantime::format_rfc3339_micros(now).to_string(),
-        kind: ReceiptKind::Connection,
         actor: ActorChain {
             user: s.owner.user.clone(),
             agent: s.owner.agent.clone(),
@@ -137,6 +130,6 @@ pub fn session_receipt(s: &SessionInfo, event: &str, detail: &str) -> Receipt {
             detail: Some(detail.to_string()),
             ..Default::default()
         }),
-        ..Default::default()
+        ..Receipt::stamped(ReceiptKind::Connection)
     }
 }

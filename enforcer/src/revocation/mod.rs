@@ -148,40 +148,9 @@ pub fn reinstate(
     Ok(existed)
 }
 
-/// Live sockets of cgroups `ids` (agent, instance or own cgroup): (agent-side, proxy legs).
-pub fn count_sockets(maps: &KernelMaps, ids: &[u64]) -> (usize, usize) {
-    let ids: HashSet<u64> = ids.iter().copied().collect();
-    let agent = maps
-        .agent_sockets
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, s)| {
-            ids.contains(&s.cgroup_id)
-                || ids.contains(&s.agent_cgroup_id)
-                || ids.contains(&s.instance_cgroup_id)
-        })
-        .count();
-    let legs = maps
-        .proxy_legs
-        .iter()
-        .filter_map(Result::ok)
-        .filter(|(_, l)| ids.contains(&l.agent_cgroup_id) || ids.contains(&l.instance_cgroup_id))
-        .count();
-    (agent, legs)
-}
-
-/// Destroy every live socket belonging to cgroups `ids` (any of agent, instance or the
-/// socket's own cgroup), on both legs. `pids` are the target's processes: their network
-/// namespaces are where the agent sockets live.
-pub fn kill_cgroups(
-    maps: &KernelMaps,
-    ids: &[u64],
-    pids: Vec<i32>,
-) -> Result<KillReport, KernelError> {
-    let started = Instant::now();
-    let ids: HashSet<u64> = ids.iter().copied().collect();
-    let agent_sockets: Vec<SocketId> = maps
-        .agent_sockets
+/// The agent-side sockets of cgroups `ids` (agent, instance or the socket's own cgroup).
+fn agent_sockets_of(maps: &KernelMaps, ids: &HashSet<u64>) -> Vec<SocketId> {
+    maps.agent_sockets
         .iter()
         .filter_map(Result::ok)
         .filter(|(_, s)| {
@@ -197,9 +166,12 @@ pub fn kill_cgroups(
             remote_port: s.remote_port,
             cookie,
         })
-        .collect();
-    let proxy_legs: Vec<SocketId> = maps
-        .proxy_legs
+        .collect()
+}
+
+/// The proxy's legs (client and upstream) serving cgroups `ids`.
+fn proxy_legs_of(maps: &KernelMaps, ids: &HashSet<u64>) -> Vec<SocketId> {
+    maps.proxy_legs
         .iter()
         .filter_map(Result::ok)
         .filter(|(_, l)| ids.contains(&l.agent_cgroup_id) || ids.contains(&l.instance_cgroup_id))
@@ -211,7 +183,30 @@ pub fn kill_cgroups(
             remote_port: l.remote_port,
             cookie,
         })
-        .collect();
+        .collect()
+}
+
+/// Live sockets of cgroups `ids`: (agent-side, proxy legs).
+pub fn count_sockets(maps: &KernelMaps, ids: &[u64]) -> (usize, usize) {
+    let ids: HashSet<u64> = ids.iter().copied().collect();
+    (
+        agent_sockets_of(maps, &ids).len(),
+        proxy_legs_of(maps, &ids).len(),
+    )
+}
+
+/// Destroy every live socket belonging to cgroups `ids` (any of agent, instance or the
+/// socket's own cgroup), on both legs. `pids` are the target's processes: their network
+/// namespaces are where the agent sockets live.
+pub fn kill_cgroups(
+    maps: &KernelMaps,
+    ids: &[u64],
+    pids: Vec<i32>,
+) -> Result<KillReport, KernelError> {
+    let started = Instant::now();
+    let ids: HashSet<u64> = ids.iter().copied().collect();
+    let agent_sockets = agent_sockets_of(maps, &ids);
+    let proxy_legs = proxy_legs_of(maps, &ids);
 
     let mut report = KillReport {
         agent_sockets_found: agent_sockets.len(),

@@ -239,16 +239,6 @@ fn connect(addr: SocketAddr, hold: bool, reconnect: bool) {
     }
 }
 
-/// CLOCK_MONOTONIC in nanoseconds: comparable across processes (the kill benchmark).
-fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
-
 /// Hold `n` connections (each blocked in read), report when all are up, then when the last
 /// one died (monotonic ns), then try to reconnect and report how that was refused.
 fn hold_many(addr: SocketAddr, n: usize) {
@@ -274,7 +264,7 @@ fn hold_many(addr: SocketAddr, n: usize) {
                 s.set_read_timeout(None).expect("blocking read");
                 let mut buf = [0u8; 64];
                 let _ = std::io::Read::read(&mut &s, &mut buf);
-                monotonic_ns()
+                enforcer_tests::monotonic_ns()
             })
         })
         .collect();
@@ -287,9 +277,9 @@ fn hold_many(addr: SocketAddr, n: usize) {
         times.iter().max().copied().unwrap_or(0),
     );
     emit(json!({ "first_dead_ns": first, "last_dead_ns": last }));
-    let t = monotonic_ns();
+    let t = enforcer_tests::monotonic_ns();
     let again = TcpStream::connect_timeout(&addr, Duration::from_secs(5));
-    let us = (monotonic_ns() - t) / 1000;
+    let us = (enforcer_tests::monotonic_ns() - t) / 1000;
     match again {
         Ok(_) => emit(json!({ "reconnect": "connected", "reconnect_us": us })),
         Err(e) => emit(json!({ "reconnect": errno(&e), "reconnect_us": us })),
