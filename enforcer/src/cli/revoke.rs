@@ -192,7 +192,10 @@ pub fn run(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCode> {
                 println!("{impact}");
                 return Ok(ExitCode::SUCCESS);
             }
-            print_impact(&impact);
+            // With --json, stdout carries one JSON document (the preview is in it).
+            if !args.json {
+                print_impact(&impact);
+            }
             if args.dry_run {
                 println!("dry run: nothing changed");
                 return Ok(ExitCode::SUCCESS);
@@ -209,6 +212,8 @@ pub fn run(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCode> {
                 Err(code) => return Ok(code),
             };
             if args.json {
+                let mut v = v;
+                v["impact"] = impact;
                 println!("{v}");
             } else {
                 print_kill(&v["target"], &v["kill"]);
@@ -282,7 +287,7 @@ fn break_glass_revoke(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCo
         Target::Instance { cgroup_id, .. } => vec![*cgroup_id],
     };
     let (agent_sockets, proxy_legs) = revocation::count_sockets(&maps, &ids);
-    println!(
+    eprintln!(
         "Impact of revoking {target}: {agent_sockets} agent sockets, {proxy_legs} proxy legs live"
     );
     if args.dry_run {

@@ -101,6 +101,24 @@ pub async fn respond(
     Response::from_parts(parts, full(out))
 }
 
+/// Judge every message of a document (one message or a batch); true when any changed.
+async fn judge_messages(
+    doc: &mut Value,
+    exchange: &mut Exchange,
+) -> Result<bool, crate::audit::AuditError> {
+    let mut changed = false;
+    match doc {
+        Value::Array(items) => {
+            for item in items.iter_mut() {
+                changed |= exchange.on_server_message(item).await?;
+            }
+        }
+        Value::Object(_) => changed |= exchange.on_server_message(doc).await?,
+        _ => {}
+    }
+    Ok(changed)
+}
+
 /// Mask / filter / record the messages of a JSON body. Some(new body) when it changed.
 async fn judge_json(
     bytes: &Bytes,
@@ -109,16 +127,7 @@ async fn judge_json(
     let Ok(mut doc) = serde_json::from_slice::<Value>(bytes) else {
         return Ok(None);
     };
-    let mut changed = false;
-    match &mut doc {
-        Value::Array(items) => {
-            for item in items.iter_mut() {
-                changed |= exchange.on_server_message(item).await?;
-            }
-        }
-        Value::Object(_) => changed |= exchange.on_server_message(&mut doc).await?,
-        _ => {}
-    }
+    let changed = judge_messages(&mut doc, exchange).await?;
     Ok(changed.then(|| Bytes::from(doc.to_string())))
 }
 
@@ -265,16 +274,7 @@ async fn judge_event(
     let Ok(mut doc) = serde_json::from_str::<Value>(data) else {
         return Ok(Bytes::from(ev.raw.clone()));
     };
-    let mut changed = false;
-    match &mut doc {
-        Value::Array(items) => {
-            for item in items.iter_mut() {
-                changed |= exchange.on_server_message(item).await?;
-            }
-        }
-        Value::Object(_) => changed |= exchange.on_server_message(&mut doc).await?,
-        _ => {}
-    }
+    let changed = judge_messages(&mut doc, exchange).await?;
     Ok(if changed {
         Bytes::from(ev.with_data(&doc.to_string()))
     } else {
