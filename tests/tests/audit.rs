@@ -673,3 +673,51 @@ fn a_revocation_mid_stream_leaves_a_kill_receipt_and_the_cut_call_recorded() {
     .expect("the cut call's receipt");
     assert_ne!(cut[0]["outcome"]["status"], "ok", "{}", cut[0]);
 }
+
+#[test]
+fn arguments_carrying_a_blocked_detector_are_refused_before_they_leave() {
+    let m = setup_with_drill_policy(
+        "audit-dlp",
+        "",
+        "[dlp]\narguments = \"record\"\n[dlp.detectors.aws_access_key]\narguments = \"block\"\n",
+    );
+    let out = m.client(
+        "dl1",
+        URL,
+        &[
+            "--mode",
+            "legacy",
+            "--calls",
+            &format!("echo:key {FAKE_AWS_KEY}"),
+            "echo:mail me at dev@example.com",
+        ],
+    );
+    let blocked = call(&out, "echo", 0);
+    assert_eq!(blocked["code"], -32003, "{blocked}");
+    assert_eq!(blocked["data"]["reason_code"], "dlp_block");
+    assert_eq!(blocked["data"]["rule"], "dlp:aws_access_key");
+    assert_eq!(blocked["data"]["detectors"], json!(["aws_access_key"]));
+    // A detector set to record lets the call through and counts it.
+    assert_eq!(
+        call(&out, "echo", 1)["result"],
+        "mail me at [REDACTED:email]"
+    );
+    let r = show(&m, blocked["data"]["receipt"].as_str().unwrap());
+    assert_eq!(r["outcome"]["status"], "dlp_blocked");
+    assert_eq!(r["outcome"]["masking"]["aws_access_key"], 1);
+    let args = r["request"]["arguments_redacted"].to_string();
+    assert!(
+        !args.contains(FAKE_AWS_KEY),
+        "arguments stored redacted: {args}"
+    );
+    let recorded = search(&m, &["--tool", "echo", "--outcome", "ok"]);
+    // Counted in the arguments (recorded, forwarded) and in the echoed result (redacted).
+    assert!(
+        recorded[0]["outcome"]["masking"]["email"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2,
+        "{}",
+        recorded[0]
+    );
+}

@@ -233,6 +233,23 @@ fn unknown_destinations_are_refused_with_a_clear_reason() {
         accepted,
         "nothing reached the upstream"
     );
+    // The refusal is a connection-level receipt naming the destination.
+    let mut receipts = Vec::new();
+    enforcer_tests::wait_for(Duration::from_secs(5), || {
+        receipts = m
+            .host
+            .cli_json(&["audit", "search", "--json", "--outcome", "refused"])["receipts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        !receipts.is_empty()
+    })
+    .expect("a receipt for the refused flow");
+    let r = &receipts[0];
+    assert_eq!(r["kind"], "connection");
+    assert_eq!(r["event"]["event"], "unknown_destination");
+    assert_eq!(r["event"]["destination"], format!("{}:7000", m.host.up_v4));
+    assert_eq!(r["actor"]["agent"], "sdk-agent");
     let refusals = m
         .host
         .daemon_log_lines()
