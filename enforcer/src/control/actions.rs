@@ -153,7 +153,7 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
             Some(s) => format!("{} (sudo from {s})", who.user),
             None => who.user.clone(),
         },
-        at: crate::cli::now_rfc3339(),
+        at: super::admin_log::now(),
     };
     let c = control.clone();
     let kill = tokio::task::spawn_blocking(move || {
@@ -170,7 +170,7 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
     let record = control
         .admin
         .append(AdminRecord {
-            time: crate::cli::now_rfc3339(),
+            time: super::admin_log::now(),
             who,
             action: "revoke".into(),
             target: target.to_string(),
@@ -209,7 +209,7 @@ pub async fn reinstate(
     let record = control
         .admin
         .append(AdminRecord {
-            time: crate::cli::now_rfc3339(),
+            time: super::admin_log::now(),
             who: who(peer, &body),
             action: "reinstate".into(),
             target: target.to_string(),
@@ -233,7 +233,7 @@ pub fn record_policy(
     details: Value,
 ) {
     let record = AdminRecord {
-        time: crate::cli::now_rfc3339(),
+        time: super::admin_log::now(),
         who: who(peer, body),
         action: action.into(),
         target: format!("policy {version}"),
@@ -336,7 +336,7 @@ pub async fn terminate(
     let record = control
         .admin
         .append(AdminRecord {
-            time: crate::cli::now_rfc3339(),
+            time: super::admin_log::now(),
             who: who(peer, &body),
             action: "terminate".into(),
             target: scope.clone(),
@@ -369,7 +369,7 @@ async fn delete_upstream(s: &crate::proxy::SessionHandle, protocol_ids: &[String
     };
     let mut ok = 0;
     for id in protocol_ids {
-        let mut req = http::Request::new(crate::proxy::http::full(bytes::Bytes::new()));
+        let mut req = http::Request::new(crate::proxy::reply::full(bytes::Bytes::new()));
         *req.method_mut() = http::Method::DELETE;
         *req.uri_mut() = uri.clone();
         *req.headers_mut() = headers.clone();

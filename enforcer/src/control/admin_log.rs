@@ -125,6 +125,11 @@ impl AdminLog {
     }
 }
 
+/// RFC 3339 time of an admin action.
+pub fn now() -> String {
+    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
 /// The break-glass spool file (state directory, root only).
 pub fn spool_path(state_dir: &Path) -> PathBuf {
     state_dir.join("admin-spool.jsonl")

@@ -11,8 +11,8 @@ use tracing::{info_span, warn, Instrument as _};
 
 use super::{
     events,
-    http::{self, Flow},
-    relay,
+    flow::Flow,
+    http, relay,
     upstream::{self, UpstreamConnector},
     ProxyContext, UnknownDestinations,
 };

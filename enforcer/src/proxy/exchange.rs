@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use tracing::{info, warn};
 
-use super::http::Flow;
+use super::flow::Flow;
 use crate::{
     audit::receipt::{
         ConnectorPath, CredentialRef, Outcome, Receipt, ReceiptKind, RequestInfo, RouteStatus,

@@ -7,7 +7,7 @@ use std::{convert::Infallible, sync::Arc, time::Instant};
 
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt as _, Full};
+use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
@@ -19,34 +19,18 @@ use tracing::{debug, info, warn, Instrument as _};
 
 use super::{
     exchange::Exchange,
+    flow::Flow,
+    reply::{full, rpc_error},
     response,
-    upstream::{ProxyBody, UpstreamClient},
-    ProxyContext,
+    upstream::ProxyBody,
 };
 use crate::{
-    connectors::Connector,
     credentials::{BindingRef, CredentialMode},
-    identity::Actor,
     mcp::{
         self,
         jsonrpc::{self, Message},
     },
-    sessions::Session,
 };
-
-/// Everything a request on one client flow needs.
-pub struct Flow {
-    pub ctx: Arc<ProxyContext>,
-    pub session: Arc<Session<UpstreamClient>>,
-    pub connector: Arc<Connector>,
-    pub actor: Actor,
-    /// This client connection, as "agent addr -> proxy addr" (what `ss` shows).
-    pub client_flow: String,
-    /// "https" or "http" toward the backend.
-    pub upstream_scheme: &'static str,
-    /// Authority to use when the request carries no Host (SNI:port or the destination).
-    pub default_authority: String,
-}
 
 /// Which HTTP the agent speaks on a connection: known from ALPN under TLS, else detected.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -104,27 +88,6 @@ where
     let _ = auto::Builder::new(TokioExecutor::new())
         .serve_connection(TokioIo::new(io), service)
         .await;
-}
-
-/// A JSON-RPC error as an HTTP response (SDKs relabel bodiless errors, so there is always a body).
-pub fn rpc_error(
-    status: StatusCode,
-    id: &Value,
-    code: i64,
-    message: &str,
-    data: Option<Value>,
-) -> Response<ProxyBody> {
-    let mut resp = Response::new(full(jsonrpc::error_body(id, code, message, data)));
-    *resp.status_mut() = status;
-    resp.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
-    resp
-}
-
-pub fn full(b: Bytes) -> ProxyBody {
-    Full::new(b).map_err(|never| match never {}).boxed()
 }
 
 /// Headers that belong to one hop and are never forwarded.

@@ -7,10 +7,12 @@
 mod dispatch;
 mod events;
 mod exchange;
+mod flow;
 pub mod flows;
 pub mod http;
 pub mod legs;
 mod relay;
+pub mod reply;
 mod response;
 pub mod revocations;
 pub mod upstream;

@@ -15,7 +15,7 @@ use tracing::{debug, warn};
 
 use super::{
     exchange::Exchange,
-    http::{full, rpc_error},
+    reply::{full, rpc_error},
     upstream::{BackendFlow, BoxError, ProxyBody},
 };
 use crate::mcp::{jsonrpc, sse};
