@@ -61,6 +61,39 @@ fn revocation_previews_its_impact_needs_a_reason_and_a_typed_confirmation_and_is
         "{text}"
     );
 
+    // Agents and bindings, live.
+    let agents = h.cli_json(&["agents", "--json"]);
+    let sdk = agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["agent"] == "sdk-agent")
+        .expect("sdk-agent listed")
+        .clone();
+    assert_eq!(sdk["revoked"], false);
+    assert!(sdk["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|i| i["instance"] == "a1" && !i["sessions"].as_array().unwrap().is_empty()));
+    let bindings = h.enforcer(&["bindings", "--json"]);
+    let text = String::from_utf8_lossy(&bindings.stdout).to_string();
+    assert!(
+        !text.contains(enforcer_tests::mcp::UPSTREAM_TOKEN),
+        "never the secret"
+    );
+    let bindings: Value = serde_json::from_str(&text).unwrap();
+    let b = bindings["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["id"] == "mcp-token")
+        .expect("mcp-token listed")
+        .clone();
+    assert_eq!(b["reference"], "mcp-token@v3");
+    assert_eq!(b["connector"], "mcp-test");
+    assert_eq!(b["usable"], true, "{b}");
+
     // No reason: a usage error. Dry run and a wrong confirmation: nothing changes.
     let no_reason = h.enforcer(&["revoke", "--agent", "sdk-agent"]);
     assert_eq!(no_reason.status.code(), Some(2));
@@ -123,6 +156,12 @@ fn revocation_previews_its_impact_needs_a_reason_and_a_typed_confirmation_and_is
         "{rev}"
     );
     let _ = agent.wait();
+    let agents = h.cli_json(&["agents", "--json"]);
+    assert!(agents["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a["agent"] == "sdk-agent" && a["revoked"] == true));
 
     // The admin log says who, what, on what, why, what it touched and how it went.
     let log = h.cli_json(&["admin-log", "--json"]);

@@ -50,6 +50,11 @@ enum Command {
     Sessions(sessions::SessionsArgs),
     /// List connectors with their route status from the daemon.
     Connectors(sessions::Args),
+    /// List agents and their instances: cgroups, revocations, processes, live sessions.
+    Agents(sessions::Args),
+    /// List credential bindings: reference, connector, scope, mode, and whether the secret is
+    /// usable (never its value).
+    Bindings(sessions::Args),
     /// Show the kernel state: settings, map entries, counters, revocations.
     Status(status::Args),
     /// Check, test, load and inspect policy versions.
@@ -95,6 +100,8 @@ pub fn run() -> ExitCode {
         Command::Status(args) => status::run(config, args),
         Command::Sessions(args) => sessions::sessions_command(config, args),
         Command::Connectors(args) => sessions::connectors(config, args),
+        Command::Agents(args) => sessions::agents(config, args),
+        Command::Bindings(args) => sessions::bindings(config, args),
         Command::Policy(args) => policy::run(config, args),
         Command::Audit(args) => audit::run(config, args),
         Command::Impact(args) => adminlog::impact(config, args),

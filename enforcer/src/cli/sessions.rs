@@ -183,3 +183,73 @@ pub fn connectors(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn agents(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    let v = match admin::get(&config, "/v1/agents") {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    if args.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<20} {:<20} {:>10} {:<8} {:>6}  SESSIONS",
+        "AGENT", "INSTANCE", "CGROUP", "REVOKED", "PIDS"
+    );
+    for a in v["agents"].as_array().into_iter().flatten() {
+        println!(
+            "{:<20} {:<20} {:>10} {:<8}",
+            a["agent"].as_str().unwrap_or(""),
+            "*",
+            a["cgroup_id"],
+            if a["revoked"] == true { "yes" } else { "" }
+        );
+        for i in a["instances"].as_array().into_iter().flatten() {
+            println!(
+                "{:<20} {:<20} {:>10} {:<8} {:>6}  {}",
+                "",
+                i["instance"].as_str().unwrap_or(""),
+                i["cgroup_id"],
+                if i["revoked"] == true { "yes" } else { "" },
+                i["processes"],
+                i["sessions"]
+                    .as_array()
+                    .map(|s| s
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(", "))
+                    .unwrap_or_default()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn bindings(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    let v = match admin::get(&config, "/v1/bindings") {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
+    };
+    if args.json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!(
+        "{:<24} {:<14} {:<14} {:<10} {:<8} STATUS",
+        "BINDING", "CONNECTOR", "AGENT", "USER", "MODE"
+    );
+    for b in v["bindings"].as_array().into_iter().flatten() {
+        println!(
+            "{:<24} {:<14} {:<14} {:<10} {:<8} {}",
+            b["reference"].as_str().unwrap_or(""),
+            b["connector"].as_str().unwrap_or(""),
+            b["agent"].as_str().unwrap_or("*"),
+            b["user"].as_str().unwrap_or("*"),
+            b["mode"].as_str().unwrap_or(""),
+            b["problem"].as_str().unwrap_or("usable")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}

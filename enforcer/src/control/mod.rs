@@ -184,6 +184,15 @@ async fn route(
                 "status": c.status(),
             })).collect::<Vec<_>>() }),
         ),
+        (Method::GET, ["agents"]) => reply(
+            StatusCode::OK,
+            queries::agents(
+                &control.tree,
+                &control.revocations.load().unwrap_or_default(),
+                &proxy.sessions.list(),
+            ),
+        ),
+        (Method::GET, ["bindings"]) => reply(StatusCode::OK, queries::bindings(&proxy.credentials)),
         (Method::GET, ["receipts"]) => {
             let audit = control.audit.clone();
             blocking(move || queries::search(&audit, &params)).await

@@ -168,3 +168,73 @@ pub fn policy_diff(versions: &PolicyVersions, from: &str, to: &str) -> Result<Va
         .map_err(|e| QueryError::NotFound(format!("diff {from} {to}: {e}")))?;
     Ok(json!({ "from": from, "to": to, "diff": diff }))
 }
+
+/// Agents and their instances as the cgroup tree has them, with revocations and live sessions.
+pub fn agents(
+    tree: &crate::cgroups::AgentsTree,
+    revocations: &[crate::revocation::Revocation],
+    sessions: &[crate::sessions::SessionInfo],
+) -> Value {
+    use crate::revocation::Target;
+    let revoked_agent = |a: &str| {
+        revocations
+            .iter()
+            .any(|r| matches!(&r.target, Target::Agent { agent } if agent == a))
+    };
+    let revoked_instance = |id: u64| {
+        revocations
+            .iter()
+            .any(|r| matches!(&r.target, Target::Instance { cgroup_id, .. } if *cgroup_id == id))
+    };
+    let instances = tree.instances();
+    let list: Vec<Value> = tree
+        .agents()
+        .into_iter()
+        .map(|(agent, id)| {
+            let mine: Vec<Value> = instances
+                .iter()
+                .filter(|(a, _, _)| *a == agent)
+                .map(|(a, inst, iid)| {
+                    let dir = tree.instance_dir(a, inst).ok();
+                    json!({
+                        "instance": inst,
+                        "cgroup_id": iid,
+                        "revoked": revoked_instance(*iid),
+                        "processes": dir.map(|d| crate::cgroups::AgentsTree::pids_under(&d).len()).unwrap_or(0),
+                        "sessions": sessions.iter().filter(|s| s.owner.instance_id == *iid).map(|s| s.id.clone()).collect::<Vec<_>>(),
+                    })
+                })
+                .collect();
+            json!({ "agent": agent, "cgroup_id": id, "revoked": revoked_agent(&agent), "instances": mine })
+        })
+        .collect();
+    json!({ "agents": list })
+}
+
+/// Credential bindings: references and whether their secret is usable, never the value.
+pub fn bindings(store: &crate::credentials::CredentialStore) -> Value {
+    let list: Vec<Value> = store
+        .bindings()
+        .iter()
+        .map(|b| {
+            let usable = store
+                .injection(b)
+                .map(|_| None)
+                .unwrap_or_else(|e| Some(e.to_string()));
+            json!({
+                "id": b.id,
+                "version": b.version,
+                "reference": format!("{}@v{}", b.id, b.version),
+                "connector": b.connector,
+                "agent": b.agent,
+                "user": b.user,
+                "mode": b.mode,
+                "header": b.header,
+                "secret_file": b.secret,
+                "usable": usable.is_none(),
+                "problem": usable,
+            })
+        })
+        .collect();
+    json!({ "bindings": list })
+}
