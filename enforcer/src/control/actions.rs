@@ -166,7 +166,19 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
     .await
     .map_err(|e| QueryError::Store(e.to_string()))?;
     let (kill, rev) = kill?;
-    let ended = crate::proxy::revocations::end_sessions(&control.proxy, &rev).await;
+    let mut ended = crate::proxy::revocations::end_sessions(&control.proxy, &rev).await;
+    // The revocation follower may have ended some first (it watches the same file): every
+    // session the preview saw live was ended by this revocation, by either path.
+    for id in preview["sessions"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s["id"].as_str())
+    {
+        if !ended.iter().any(|e| e == id) {
+            ended.push(id.to_string());
+        }
+    }
     let record = control
         .admin
         .append(AdminRecord {
