@@ -102,15 +102,23 @@ pub fn sessions_command(config: Config, args: SessionsArgs) -> anyhow::Result<Ex
     }
 }
 
-pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    let v = match admin::get(&config, "/v1/sessions") {
-        Ok(v) => v,
-        Err(code) => return Ok(code),
-    };
-    if args.json {
-        println!("{v}");
-        return Ok(ExitCode::SUCCESS);
+/// Fetch a listing for a table; with `--json` print it as is and return None.
+fn listing(config: &Config, path: &str, json: bool) -> Option<Result<Value, ExitCode>> {
+    match admin::get(config, path) {
+        Ok(v) if json => {
+            println!("{v}");
+            None
+        }
+        other => Some(other),
     }
+}
+
+pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    let v = match listing(&config, "/v1/sessions", args.json) {
+        Some(Ok(v)) => v,
+        Some(Err(code)) => return Ok(code),
+        None => return Ok(ExitCode::SUCCESS),
+    };
     let rows = v["sessions"].as_array().cloned().unwrap_or_default();
     println!(
         "{:<16} {:<14} {:<16} {:<12} {:<8} {:>6} {:>6} {:>9} {:>9}  PROTOCOL SESSION IDS",
@@ -150,14 +158,11 @@ pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn connectors(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    let v = match admin::get(&config, "/v1/connectors") {
-        Ok(v) => v,
-        Err(code) => return Ok(code),
+    let v = match listing(&config, "/v1/connectors", args.json) {
+        Some(Ok(v)) => v,
+        Some(Err(code)) => return Ok(code),
+        None => return Ok(ExitCode::SUCCESS),
     };
-    if args.json {
-        println!("{v}");
-        return Ok(ExitCode::SUCCESS);
-    }
     println!(
         "{:<14} {:<10} {:<32} {:<10} {:>10}  LAST ERROR",
         "CONNECTOR", "ROUTE", "BACKEND", "REACHABLE", "LATENCY_US"
@@ -185,14 +190,11 @@ pub fn connectors(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn agents(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    let v = match admin::get(&config, "/v1/agents") {
-        Ok(v) => v,
-        Err(code) => return Ok(code),
+    let v = match listing(&config, "/v1/agents", args.json) {
+        Some(Ok(v)) => v,
+        Some(Err(code)) => return Ok(code),
+        None => return Ok(ExitCode::SUCCESS),
     };
-    if args.json {
-        println!("{v}");
-        return Ok(ExitCode::SUCCESS);
-    }
     println!(
         "{:<20} {:<20} {:>10} {:<8} {:>6}  SESSIONS",
         "AGENT", "INSTANCE", "CGROUP", "REVOKED", "PIDS"
@@ -228,14 +230,11 @@ pub fn agents(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn bindings(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    let v = match admin::get(&config, "/v1/bindings") {
-        Ok(v) => v,
-        Err(code) => return Ok(code),
+    let v = match listing(&config, "/v1/bindings", args.json) {
+        Some(Ok(v)) => v,
+        Some(Err(code)) => return Ok(code),
+        None => return Ok(ExitCode::SUCCESS),
     };
-    if args.json {
-        println!("{v}");
-        return Ok(ExitCode::SUCCESS);
-    }
     println!(
         "{:<24} {:<14} {:<14} {:<10} {:<8} STATUS",
         "BINDING", "CONNECTOR", "AGENT", "USER", "MODE"

@@ -359,15 +359,11 @@ fn activate_policy(control: &Control, peer: &Peer, body: &Value) -> Result<Value
         .and_then(Value::as_str)
         .ok_or_else(|| QueryError::BadRequest("body needs \"version\"".into()))?;
     let by = actor_of(peer, body);
-    let (meta, _) = control
+    let (stored, source) = control
         .versions
         .get(id)
         .map_err(|e| QueryError::NotFound(format!("policy version {id}: {e}")))?;
-    let (meta2, source) = control
-        .versions
-        .get(&meta.id)
-        .map_err(|e| QueryError::Store(e.to_string()))?;
-    let compiled = policy::Policy::compile_with(&source, &meta2.file_name, &control.compile)
+    let compiled = policy::Policy::compile_with(&source, &stored.file_name, &control.compile)
         .map_err(|e| {
             QueryError::BadRequest(format!("version {id} no longer compiles here:\n{e}"))
         })?;
