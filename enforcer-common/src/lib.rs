@@ -171,6 +171,16 @@ pub struct ProxyLeg {
 /// Scope of a revocation entry (REVOKED value).
 pub const REVOKED_AGENT: u32 = 1;
 pub const REVOKED_INSTANCE: u32 = 2;
+pub const REVOKED_USER: u32 = 3;
+
+/// REVOKED keys for users share the map with cgroup ids: the top bit tags them (cgroup ids are
+/// kernfs inode numbers, which never reach it).
+pub const REVOKED_UID_TAG: u64 = 1 << 63;
+
+/// The REVOKED key that revokes every agent process running as `uid`.
+pub const fn revoked_uid_key(uid: u32) -> u64 {
+    REVOKED_UID_TAG | uid as u64
+}
 
 /// An allowlisted destination (ALLOW) or a DNS resolver (RESOLVERS). `port == 0` matches any port.
 #[repr(C)]

@@ -3,8 +3,8 @@
 
 use aya_ebpf::{
     helpers::generated::{
-        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_sk_fullsock,
-        bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
+        bpf_get_current_ancestor_cgroup_id, bpf_get_current_cgroup_id, bpf_get_current_uid_gid,
+        bpf_get_socket_uid, bpf_sk_fullsock, bpf_skb_ancestor_cgroup_id, bpf_skb_cgroup_id,
     },
     macros::{cgroup_skb, cgroup_sock},
     programs::{SkBuffContext, SockContext},
@@ -13,7 +13,7 @@ use aya_log_ebpf::debug;
 use enforcer_common::{
     counter,
     decide::{is_proxy_addr, socket_allowed, v4_mapped},
-    Settings, AF_INET, IPPROTO_TCP, LOOPBACK_IFINDEX,
+    revoked_uid_key, Settings, AF_INET, IPPROTO_TCP, LOOPBACK_IFINDEX,
 };
 
 use crate::{
@@ -21,9 +21,9 @@ use crate::{
     maps::{addr_listed, count, settings, ALLOW, REVOKED},
 };
 
-/// Is the calling task's cgroup, its instance or its agent revoked? The agent is checked
-/// through the ancestor cgroup, so an instance created after an agent-level revocation is
-/// refused as well, with no window.
+/// Is the calling task's cgroup, its instance, its agent or its user revoked? The agent is
+/// checked through the ancestor cgroup, so an instance created after an agent-level
+/// revocation is refused as well, with no window.
 #[inline(always)]
 pub fn current_revoked(settings: &Settings) -> bool {
     let level = settings.agents_level as i32;
@@ -31,9 +31,11 @@ pub fn current_revoked(settings: &Settings) -> bool {
         let own = bpf_get_current_cgroup_id();
         let agent = bpf_get_current_ancestor_cgroup_id(level + 1);
         let instance = bpf_get_current_ancestor_cgroup_id(level + 2);
+        let uid = bpf_get_current_uid_gid() as u32;
         REVOKED.get(&own).is_some()
             || (agent != 0 && REVOKED.get(&agent).is_some())
             || (instance != 0 && REVOKED.get(&instance).is_some())
+            || REVOKED.get(&revoked_uid_key(uid)).is_some()
     }
 }
 
@@ -76,9 +78,11 @@ pub fn enforcer_egress(ctx: SkBuffContext) -> i32 {
         let own = bpf_skb_cgroup_id(ctx.skb.skb);
         let agent = bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level + 1);
         let instance = bpf_skb_ancestor_cgroup_id(ctx.skb.skb, level + 2);
+        let uid = bpf_get_socket_uid(ctx.skb.skb);
         REVOKED.get(&own).is_some()
             || (agent != 0 && REVOKED.get(&agent).is_some())
             || (instance != 0 && REVOKED.get(&instance).is_some())
+            || REVOKED.get(&revoked_uid_key(uid)).is_some()
     };
     if revoked {
         count(counter::SKB_DROPPED);

@@ -196,6 +196,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         gate: gate.clone(),
         audit: audit.clone(),
         terminated: Default::default(),
+        blocked: Default::default(),
         own_addrs: listeners
             .iter()
             .filter_map(|l| l.local_addr().ok())

@@ -147,10 +147,19 @@ fn revocation_previews_its_impact_needs_a_reason_and_a_typed_confirmation_and_is
             .as_bytes(),
     )
     .unwrap();
-    assert!(
-        rev["kill"]["proxy_legs_destroyed"].as_u64().unwrap() >= 2,
-        "{rev}"
-    );
+    // The in-flight call got an error saying why (the protocol-level end comes before the
+    // kernel's socket kill, which destroys whatever the agent still holds).
+    let end = read_until(&mut out, |v| {
+        v.get("call").is_some() || v.get("error").is_some()
+    })
+    .expect("the agent heard about its call");
+    assert_eq!(end["data"]["reason_code"], "revoked", "{end}");
+    assert_eq!(end["code"], -32006, "{end}");
+    // Nothing of the agent is left live on either leg.
+    let after = h.cli_json(&["impact", "--agent", "sdk-agent", "--json"]);
+    assert_eq!(after["flows"]["agent_sockets"], 0, "{after}");
+    assert_eq!(after["flows"]["proxy_legs"], 0, "{after}");
+    assert_eq!(after["already_revoked"], true, "{after}");
     assert!(
         !rev["sessions_ended"].as_array().unwrap().is_empty(),
         "{rev}"
@@ -283,17 +292,25 @@ fn terminating_sessions_cuts_the_call_closes_the_server_session_and_answers_404_
         "server session closed: {t}"
     );
     assert!(
-        t["kill"]["proxy_legs_destroyed"].as_u64().unwrap() >= 1,
+        t["kill"]["agent_sockets_destroyed"].as_u64().unwrap() >= 1,
         "{t}"
     );
-    // The in-flight call is cut: no result arrives.
+    // The in-flight call is cut with a proper JSON-RPC error naming why, not a dropped
+    // connection.
     let end = read_until(&mut out, |v| {
         v.get("call").is_some() || v.get("error").is_some()
-    });
+    })
+    .expect("the agent heard about its call");
     assert!(
-        end.as_ref().is_none_or(|e| e.get("result").is_none()),
-        "the call did not complete: {end:?}"
+        end.get("result").is_none(),
+        "the call did not complete: {end}"
     );
+    assert_eq!(
+        end["call"], "slow_count",
+        "an error for the call itself: {end}"
+    );
+    assert_eq!(end["code"], -32006, "{end}");
+    assert_eq!(end["data"]["reason_code"], "session_terminated", "{end}");
     let _ = agent.wait();
 
     // A client that insists on the old session id gets 404 with a JSON-RPC error.
@@ -422,8 +439,10 @@ fn the_drill_walks_the_twelve_steps_from_a_receipt_and_leaves_the_target_dead() 
     }
     let report: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(report["flows_dead"], true, "{report}");
+    // The proxy's legs end with their sessions (in-flight calls answered first); the kernel
+    // destroys the agent's own sockets.
     assert!(
-        report["revocation"]["kill"]["proxy_legs_destroyed"]
+        report["revocation"]["kill"]["agent_sockets_destroyed"]
             .as_u64()
             .unwrap()
             >= 1,
@@ -443,4 +462,257 @@ fn the_drill_walks_the_twelve_steps_from_a_receipt_and_leaves_the_target_dead() 
         .as_str()
         .unwrap()
         .contains(&receipt));
+}
+
+/// Last JSON document a command printed (the CLI may print a preview before it).
+fn last_json(out: &std::process::Output) -> Value {
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    serde_json::from_str(text.lines().last().unwrap_or("null")).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): {text} / {}",
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn echo_ok(lines: &[Value]) -> bool {
+    lines
+        .iter()
+        .any(|l| l["call"] == "echo" && l["result"] == "hi")
+}
+
+#[test]
+fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled_agents() {
+    let m = setup_with_drill_policy("admin-scopes", "", "");
+    let h = &m.host;
+    let call =
+        |instance: &str| m.client(instance, URL, &["--mode", "legacy", "--calls", "echo:hi"]);
+    assert!(echo_ok(&call("s0")), "a call works before anything");
+    let sessions = h.cli_json(&["sessions", "--json"]);
+    let session = sessions["sessions"][0]["id"].as_str().unwrap().to_string();
+
+    // Show forms: one item in full, human and JSON; never the secret.
+    let shown = h.cli_json(&["sessions", "show", &session, "--json"]);
+    assert_eq!(shown["session"]["id"], session.as_str());
+    assert_eq!(shown["binding"], "mcp-token@v3", "{shown}");
+    assert_eq!(shown["connector"]["id"], "mcp-test");
+    assert!(
+        !shown["recent_receipts"].as_array().unwrap().is_empty(),
+        "{shown}"
+    );
+    let text =
+        String::from_utf8_lossy(&h.enforcer(&["sessions", "show", &session]).stdout).to_string();
+    assert!(
+        text.contains("idle limit ms") && text.contains("mcp-token@v3"),
+        "{text}"
+    );
+    for (kind, id, expect) in [
+        ("connectors", "mcp-test", "backend"),
+        ("bindings", "mcp-token", "mcp-token@v3"),
+        ("agents", "sdk-agent", "enabled"),
+    ] {
+        let out = h.enforcer(&[kind, "show", id]);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        assert!(
+            out.status.success() && text.contains(expect),
+            "{kind}: {text}"
+        );
+        assert!(!text.contains(enforcer_tests::mcp::UPSTREAM_TOKEN));
+        let v = h.cli_json(&[kind, "show", id, "--json"]);
+        assert!(v.is_object(), "{kind}: {v}");
+    }
+    let missing = h.enforcer(&["connectors", "show", "nope"]);
+    assert_eq!(missing.status.code(), Some(5), "not found is exit 5");
+
+    // Impact for every scope, changing nothing.
+    let by_session = h.cli_json(&["impact", "--session", &session, "--json"]);
+    assert_eq!(by_session["scope"], "session");
+    assert_eq!(by_session["sessions"].as_array().unwrap().len(), 1);
+    let by_connector = h.cli_json(&["impact", "--connector", "mcp-test", "--json"]);
+    assert_eq!(by_connector["connectors"], serde_json::json!(["mcp-test"]));
+    assert!(by_connector["bindings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|b| b["id"] == "mcp-token"));
+    assert!(!by_connector["sessions"].as_array().unwrap().is_empty());
+    let by_binding = h.cli_json(&["impact", "--binding", "mcp-token", "--json"]);
+    assert_eq!(by_binding["bindings"][0]["reference"], "mcp-token@v3");
+    assert!(by_binding["agents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|a| a == "sdk-agent"));
+    let by_user = h.cli_json(&["impact", "--user", "root", "--json"]);
+    assert_eq!(by_user["scope"], "user");
+    assert!(
+        by_user["agents"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a == "sdk-agent"),
+        "{by_user}"
+    );
+    let text = String::from_utf8_lossy(&h.enforcer(&["impact", "--binding", "mcp-token"]).stdout)
+        .to_string();
+    assert!(
+        text.contains("Impact of revoking binding mcp-token"),
+        "{text}"
+    );
+    let unknown = h.enforcer(&["revoke", "--binding", "nope", "--reason", "x", "--yes"]);
+    assert_eq!(unknown.status.code(), Some(5), "unknown binding: not found");
+    assert!(
+        h.status()["revocations"].as_array().unwrap().is_empty(),
+        "previews changed nothing"
+    );
+
+    // A revoked binding: its secret is no longer injected; calls are refused with a reason.
+    let rev = h.enforcer(&[
+        "revoke",
+        "--binding",
+        "mcp-token",
+        "--reason",
+        "leaked token",
+        "--yes",
+        "--json",
+    ]);
+    assert!(
+        rev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rev.stderr)
+    );
+    assert_eq!(last_json(&rev)["target"]["scope"], "binding");
+    let refused = call("s1");
+    let err = refused
+        .iter()
+        .find(|l| l.get("error").is_some())
+        .unwrap_or_else(|| panic!("refused: {refused:?}"));
+    assert_eq!(err["data"]["reason_code"], "credential_revoked", "{err}");
+    let b = h.cli_json(&["bindings", "show", "mcp-token", "--json"]);
+    assert_eq!(b["state"], "revoked");
+    assert_eq!(b["usable"], false);
+    let lift = h.enforcer(&["reinstate", "--binding", "mcp-token", "--reason", "rotated"]);
+    assert!(lift.status.success());
+    assert!(echo_ok(&call("s2")), "the binding works again");
+
+    // A disabled connector: new flows refused with a reason, recorded; live sessions ended.
+    let rev = h.enforcer(&[
+        "revoke",
+        "--connector",
+        "mcp-test",
+        "--reason",
+        "server compromised",
+        "--yes",
+    ]);
+    assert!(
+        rev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rev.stderr)
+    );
+    let refused = call("s3");
+    assert!(
+        refused
+            .iter()
+            .any(|l| l["data"]["reason_code"] == "connector_disabled"),
+        "{refused:?}"
+    );
+    let c = h.cli_json(&["connectors", "show", "mcp-test", "--json"]);
+    assert_eq!(c["state"], "disabled", "{c}");
+    let receipts = h.cli_json(&["audit", "search", "--json", "--outcome", "refused"]);
+    assert!(
+        receipts["receipts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["event"]["event"] == "connector_disabled"),
+        "{receipts}"
+    );
+    assert!(h
+        .enforcer(&[
+            "reinstate",
+            "--connector",
+            "mcp-test",
+            "--reason",
+            "rebuilt"
+        ])
+        .status
+        .success());
+    assert!(echo_ok(&call("s4")), "the connector works again");
+
+    // A disabled agent: distinct command and state, refuses instances started later; enable.
+    let dis = h.enforcer(&[
+        "disable",
+        "--agent",
+        "sdk-agent",
+        "--reason",
+        "runaway",
+        "--yes",
+    ]);
+    assert!(
+        dis.status.success(),
+        "{}",
+        String::from_utf8_lossy(&dis.stderr)
+    );
+    assert!(String::from_utf8_lossy(&dis.stdout).contains("disabled agent sdk-agent"));
+    let a = h.cli_json(&["agents", "show", "sdk-agent", "--json"]);
+    assert_eq!(a["state"], "disabled");
+    assert!(
+        !echo_ok(&call("s5")),
+        "a new instance of a disabled agent is refused"
+    );
+    assert!(h
+        .enforcer(&["enable", "--agent", "sdk-agent", "--reason", "fixed"])
+        .status
+        .success());
+    assert!(echo_ok(&call("s6")), "enabled again");
+
+    // A revoked user: the kernel refuses every agent process running as that uid.
+    let rev = h.enforcer(&[
+        "revoke",
+        "--user",
+        "root",
+        "--reason",
+        "account breach",
+        "--yes",
+    ]);
+    assert!(
+        rev.status.success(),
+        "{}",
+        String::from_utf8_lossy(&rev.stderr)
+    );
+    assert!(!echo_ok(&call("s7")), "the user's agents are refused");
+    assert!(h.status()["counters"]["refused_revoked"].as_u64().unwrap() >= 1);
+    assert!(h
+        .enforcer(&["reinstate", "--user", "0", "--reason", "password reset"])
+        .status
+        .success());
+    assert!(echo_ok(&call("s8")), "the user's agents work again");
+
+    // Every action is in the admin log with its own name.
+    let log = h.cli_json(&["admin-log", "--json"]);
+    let actions: Vec<(String, String)> = log["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["action"].as_str().unwrap().to_string(),
+                r["target"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    for want in [
+        ("revoke", "binding mcp-token"),
+        ("reinstate", "binding mcp-token"),
+        ("revoke", "connector mcp-test"),
+        ("disable", "agent sdk-agent"),
+        ("enable", "agent sdk-agent"),
+        ("revoke", "user root (uid 0)"),
+        ("reinstate", "user root (uid 0)"),
+    ] {
+        assert!(
+            actions.iter().any(|(a, t)| a == want.0 && t == want.1),
+            "{want:?} in {actions:?}"
+        );
+    }
 }

@@ -197,10 +197,15 @@ fn revoke_kills_a_blocked_reader_and_refuses_reconnects_and_later_instances() {
     );
     let report: Value = serde_json::from_slice(&rev.stdout).unwrap();
     assert_eq!(report["kill"]["agent_sockets_destroyed"], 1, "{report}");
+    // Both proxy legs are gone: destroyed, or closed by the reset of the other first.
+    assert_eq!(report["kill"]["proxy_legs_found"], 2, "{report}");
     assert_eq!(
-        report["kill"]["proxy_legs_destroyed"], 2,
+        report["kill"]["proxy_legs_destroyed"].as_u64().unwrap()
+            + report["kill"]["already_closed"].as_u64().unwrap(),
+        2,
         "client and upstream legs: {report}"
     );
+    assert_eq!(report["kill"]["failed"], 0, "{report}");
 
     let ended = read_until(&mut out, |v| v.get("read_ended").is_some()).expect("read ended");
     assert_eq!(ended["errno"], ECONNABORTED, "{ended}");

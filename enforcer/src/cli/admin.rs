@@ -13,11 +13,14 @@ use crate::{
     store,
 };
 
-fn report(e: &ClientError) -> ExitCode {
+/// Print the daemon's refusal and map it to the CLI's exit code.
+pub fn report(e: &ClientError) -> ExitCode {
     eprintln!("enforcer: {e}");
     ExitCode::from(match e {
         ClientError::NoAccess(_) | ClientError::Refused(_) => exit::REFUSED,
-        _ => exit::FAILURE,
+        ClientError::NotFound(_) => exit::NOT_FOUND,
+        ClientError::BadRequest(_) => exit::USAGE,
+        ClientError::NotRunning(_) | ClientError::Protocol(_) => exit::FAILURE,
     })
 }
 

@@ -41,11 +41,17 @@ enum Command {
     Daemon(daemon::Args),
     /// Start a command as an agent instance, in its own cgroup under the agents root.
     Exec(exec::Args),
-    /// Revoke an agent or an agent instance: show the impact, confirm, refuse its connects,
-    /// kill its live sockets on both legs and end its sessions (recorded in the admin log).
+    /// Revoke an agent, instance, user, credential binding or connector: show the impact,
+    /// confirm, refuse new connects, end its sessions (in-flight calls get an error) and kill
+    /// its live sockets on both legs (recorded in the admin log).
     Revoke(revoke::RevokeArgs),
     /// Lift a revocation.
     Reinstate(revoke::ReinstateArgs),
+    /// Disable an agent: every instance, now and started later, is refused (a revocation
+    /// recorded as a disable). Shows the impact and asks for confirmation like revoke.
+    Disable(revoke::DisableArgs),
+    /// Enable a disabled agent again (recorded).
+    Enable(revoke::EnableArgs),
     /// List live enforcer sessions (agent instance x connector) from the daemon.
     Sessions(sessions::SessionsArgs),
     /// List connectors with their route status from the daemon.
@@ -61,8 +67,9 @@ enum Command {
     Policy(policy::Args),
     /// Search and show receipts, verify the audit chain, replay a session.
     Audit(audit::Args),
-    /// What revoking an agent or instance would touch: sessions, instances, bindings,
-    /// connectors, live flows. Changes nothing.
+    /// What revoking an agent, instance, user, binding or connector (or terminating a
+    /// session) would touch: sessions, agents, instances, bindings, connectors, live flows per
+    /// leg. Changes nothing.
     Impact(adminlog::ImpactArgs),
     /// Every admin action: who, what, target, affected ids, reason, result (hash-chained).
     AdminLog(adminlog::LogArgs),
@@ -97,6 +104,8 @@ pub fn run() -> ExitCode {
         Command::Exec(args) => exec::run(config, args),
         Command::Revoke(args) => revoke::run(config, args),
         Command::Reinstate(args) => revoke::reinstate(config, args),
+        Command::Disable(args) => revoke::disable(config, args),
+        Command::Enable(args) => revoke::enable(config, args),
         Command::Status(args) => status::run(config, args),
         Command::Sessions(args) => sessions::sessions_command(config, args),
         Command::Connectors(args) => sessions::connectors(config, args),

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use super::{admin, exit};
 use crate::{
-    cgroups::{self, AgentsTree},
+    cgroups::AgentsTree,
     config::Config,
     control::{
         self,
@@ -20,7 +20,7 @@ use crate::{
         client::ClientError,
     },
     kernel::KernelMaps,
-    revocation::{self, Revocation, RevocationStore, Target},
+    revocation::{self, Revocation, RevocationStore, Target, TargetSpec},
 };
 
 #[derive(clap::Args)]
@@ -32,23 +32,65 @@ pub struct TargetArgs {
     /// One instance: `agent/instance`, a unique instance name, or its cgroup id.
     #[arg(long, group = "target")]
     instance: Option<String>,
+    /// Every agent process running as this user (name or uid), refused in the kernel.
+    #[arg(long, group = "target")]
+    user: Option<String>,
+    /// A credential binding: its secret is no longer injected; calls needing it are refused.
+    #[arg(long, group = "target")]
+    binding: Option<String>,
+    /// A connector: new flows to it are refused and its sessions ended.
+    #[arg(long, group = "target")]
+    connector: Option<String>,
+    /// One enforcer session (impact preview; end it with `enforcer sessions terminate`).
+    #[arg(long, group = "target")]
+    session: Option<String>,
 }
 
 impl TargetArgs {
+    pub fn agent(agent: &str) -> Self {
+        Self {
+            agent: Some(agent.to_string()),
+            instance: None,
+            user: None,
+            binding: None,
+            connector: None,
+            session: None,
+        }
+    }
+
+    fn spec(&self) -> TargetSpec {
+        TargetSpec {
+            agent: self.agent.clone(),
+            instance: self.instance.clone(),
+            user: self.user.clone(),
+            binding: self.binding.clone(),
+            connector: self.connector.clone(),
+        }
+    }
+
     fn body(&self) -> Value {
-        match (&self.agent, &self.instance) {
-            (Some(a), _) => json!({ "agent": a }),
-            (_, Some(i)) => json!({ "instance": i }),
-            _ => Value::Null,
+        match &self.session {
+            Some(s) => json!({ "session": s }),
+            None => serde_json::to_value(self.spec()).unwrap_or_default(),
         }
     }
 
     /// What the operator types to confirm.
     fn name(&self) -> &str {
-        self.agent
-            .as_deref()
-            .or(self.instance.as_deref())
-            .unwrap_or_default()
+        self.session.as_deref().unwrap_or_else(|| self.spec_name())
+    }
+
+    fn spec_name(&self) -> &str {
+        [
+            &self.agent,
+            &self.instance,
+            &self.user,
+            &self.binding,
+            &self.connector,
+        ]
+        .into_iter()
+        .find_map(|f| f.as_deref())
+        .unwrap_or_default()
     }
 }
 
@@ -71,6 +113,36 @@ pub struct RevokeArgs {
 }
 
 #[derive(clap::Args)]
+pub struct DisableArgs {
+    /// The agent to disable: all its instances, now and started later.
+    #[arg(long)]
+    agent: String,
+    /// Why (required; recorded in the admin log).
+    #[arg(long)]
+    reason: String,
+    /// Do not ask for confirmation (scripts).
+    #[arg(long)]
+    yes: bool,
+    /// Show what would be touched, change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct EnableArgs {
+    /// The disabled agent to enable again.
+    #[arg(long)]
+    agent: String,
+    /// Why (required; recorded in the admin log).
+    #[arg(long)]
+    reason: String,
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
 pub struct ReinstateArgs {
     #[command(flatten)]
     target: TargetArgs,
@@ -81,39 +153,39 @@ pub struct ReinstateArgs {
     json: bool,
 }
 
-fn resolve(tree: &AgentsTree, store: &RevocationStore, t: &TargetArgs) -> anyhow::Result<Target> {
-    if let Some(agent) = &t.agent {
-        cgroups::validate_name("agent", agent)?;
-        return Ok(Target::Agent {
-            agent: agent.clone(),
-        });
-    }
-    let spec = t.instance.as_deref().expect("clap requires a target");
-    match revocation::find_instance(tree, spec) {
-        Ok(t) => Ok(t),
-        // A revoked instance that has exited can still be reinstated by name.
-        Err(e) => store
-            .load()?
-            .into_iter()
-            .map(|r| r.target)
-            .find(|t| matches!(t, Target::Instance { agent, instance, .. } if spec == instance || spec == format!("{agent}/{instance}")))
-            .ok_or_else(|| e.into()),
-    }
+/// Resolve a target without the daemon (break-glass), checking bindings and connectors
+/// against the configuration.
+fn resolve(config: &Config, tree: &AgentsTree, t: &TargetArgs) -> anyhow::Result<Target> {
+    let store = RevocationStore::new(config.revocations_path());
+    let target = t.spec().resolve(tree, &store)?;
+    let known = match &target {
+        Target::Binding { binding } => config.bindings.iter().any(|b| &b.id == binding),
+        Target::Connector { connector } => config.connectors.iter().any(|c| &c.id == connector),
+        _ => true,
+    };
+    anyhow::ensure!(known, "no {target} is configured");
+    Ok(target)
 }
 
 pub fn impact_query(t: &TargetArgs) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
-    if let Some(a) = &t.agent {
-        q.append_pair("agent", a);
-    }
-    if let Some(i) = &t.instance {
-        q.append_pair("instance", i);
+    if let Value::Object(fields) = t.body() {
+        for (k, v) in fields {
+            if let Some(v) = v.as_str() {
+                q.append_pair(&k, v);
+            }
+        }
     }
     format!("/v1/impact?{}", q.finish())
 }
 
 pub fn print_impact(v: &Value) {
-    println!("Impact of revoking {}:", v["target"].as_str().unwrap_or(""));
+    let verb = if v["scope"] == "session" {
+        "terminating"
+    } else {
+        "revoking"
+    };
+    println!("Impact of {verb} {}:", v["target"].as_str().unwrap_or(""));
     if v["already_revoked"] == true {
         println!("  (already revoked: this re-applies it and kills what is live)");
     }
@@ -143,12 +215,19 @@ pub fn print_impact(v: &Value) {
             )
         })
         .collect();
+    let agents: Vec<String> = v["agents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|a| a.as_str().map(String::from))
+        .collect();
+    println!("  agents        {}", list(&agents));
     println!("  instances     {}", list(&instances));
     let bindings: Vec<String> = v["bindings"]
         .as_array()
         .into_iter()
         .flatten()
-        .map(|b| format!("{}@v{}", b["id"].as_str().unwrap_or(""), b["version"]))
+        .map(|b| b["reference"].as_str().unwrap_or("").to_string())
         .collect();
     println!("  bindings      {}", list(&bindings));
     let connectors: Vec<String> = v["connectors"]
@@ -159,8 +238,8 @@ pub fn print_impact(v: &Value) {
         .collect();
     println!("  connectors    {}", list(&connectors));
     println!(
-        "  live flows    {} agent sockets, {} proxy legs",
-        v["flows"]["agent_sockets"], v["flows"]["proxy_legs"]
+        "  live flows    {} agent sockets, {} proxy legs ({} client flows in these sessions)",
+        v["flows"]["agent_sockets"], v["flows"]["proxy_legs"], v["flows"]["client_flows"]
     );
 }
 
@@ -181,6 +260,36 @@ fn confirm(name: &str) -> bool {
 }
 
 pub fn run(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCode> {
+    revoke_as(config, args, "revoke")
+}
+
+/// `enforcer disable --agent`: the agent-wide revocation, recorded as a disable.
+pub fn disable(config: Config, args: DisableArgs) -> anyhow::Result<ExitCode> {
+    let revoke = RevokeArgs {
+        target: TargetArgs::agent(&args.agent),
+        reason: args.reason,
+        yes: args.yes,
+        dry_run: args.dry_run,
+        json: args.json,
+    };
+    revoke_as(config, revoke, "disable")
+}
+
+/// `enforcer enable --agent`: lift a disable, recorded.
+pub fn enable(config: Config, args: EnableArgs) -> anyhow::Result<ExitCode> {
+    let lift = ReinstateArgs {
+        target: TargetArgs::agent(&args.agent),
+        reason: args.reason,
+        json: args.json,
+    };
+    reinstate_as(config, lift, "enable")
+}
+
+fn revoke_as(config: Config, args: RevokeArgs, action: &str) -> anyhow::Result<ExitCode> {
+    if args.target.session.is_some() {
+        eprintln!("enforcer: a session is ended with `enforcer sessions terminate --session ID`");
+        return Ok(ExitCode::from(exit::USAGE));
+    }
     if args.reason.trim().is_empty() {
         eprintln!("enforcer: --reason must say why (it is recorded)");
         return Ok(ExitCode::from(exit::USAGE));
@@ -206,6 +315,7 @@ pub fn run(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCode> {
             }
             let mut body = args.target.body();
             body["reason"] = json!(args.reason);
+            body["action"] = json!(action);
             body["sudo_user"] = admin::sudo_user();
             let v = match admin::post(&config, "/v1/revocations", &body) {
                 Ok(v) => v,
@@ -216,7 +326,7 @@ pub fn run(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCode> {
                 v["impact"] = impact;
                 println!("{v}");
             } else {
-                print_kill(&v["target"], &v["kill"]);
+                print_kill(&v["target"], &v["kill"], action);
                 println!(
                     "ended {} session(s); admin record {}",
                     v["sessions_ended"].as_array().map_or(0, Vec::len),
@@ -225,25 +335,24 @@ pub fn run(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Err(ClientError::NotRunning(_)) => break_glass_revoke(config, args),
-        Err(e) => {
-            eprintln!("enforcer: {e}");
-            Ok(ExitCode::from(match e {
-                ClientError::NoAccess(_) | ClientError::Refused(_) => exit::REFUSED,
-                _ => exit::FAILURE,
-            }))
-        }
+        Err(ClientError::NotRunning(_)) => break_glass_revoke(config, args, action),
+        Err(e) => Ok(admin::report(&e)),
     }
 }
 
-fn print_kill(target: &Value, kill: &Value) {
+fn print_kill(target: &Value, kill: &Value, action: &str) {
     let target = match target {
         Value::Object(_) => serde_json::from_value::<Target>(target.clone())
             .map(|t| t.to_string())
             .unwrap_or_default(),
         other => other.as_str().unwrap_or("").to_string(),
     };
-    println!("revoked {target}: new connects are refused");
+    let done = if action == "disable" {
+        "disabled"
+    } else {
+        "revoked"
+    };
+    println!("{done} {target}: new connects are refused");
     println!(
         "killed {} of {} agent sockets and {} of {} proxy legs in {} us{}",
         kill["agent_sockets_destroyed"],
@@ -268,24 +377,16 @@ fn who() -> Who {
 }
 
 /// The daemon is down: act on the pinned maps directly and spool the admin record.
-fn break_glass_revoke(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCode> {
+fn break_glass_revoke(config: Config, args: RevokeArgs, action: &str) -> anyhow::Result<ExitCode> {
     eprintln!(
         "BREAK-GLASS MODE: the daemon is not running; acting on the pinned kernel maps directly"
     );
     let tree = AgentsTree::new(config.agents.cgroup_root.as_deref())?;
     let store = RevocationStore::new(config.revocations_path());
-    let target = resolve(&tree, &store, &args.target)?;
+    let target = resolve(&config, &tree, &args.target)?;
     let mut maps = KernelMaps::open(&config.paths.pin_dir)
         .context("the kernel programs are not loaded (nothing to enforce on this host)")?;
-    let ids: Vec<u64> = match &target {
-        Target::Agent { agent } => tree
-            .agents()
-            .into_iter()
-            .filter(|(a, _)| a == agent)
-            .map(|(_, id)| id)
-            .collect(),
-        Target::Instance { cgroup_id, .. } => vec![*cgroup_id],
-    };
+    let (ids, _) = revocation::kill_scope(&tree, &target)?;
     let (agent_sockets, proxy_legs) = revocation::count_sockets(&maps, &ids);
     eprintln!(
         "Impact of revoking {target}: {agent_sockets} agent sockets, {proxy_legs} proxy legs live"
@@ -310,7 +411,7 @@ fn break_glass_revoke(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCo
     let record = AdminRecord {
         time: super::now_rfc3339(),
         who,
-        action: "revoke".into(),
+        action: action.into(),
         target: target.to_string(),
         reason: args.reason,
         result: if report.failed == 0 { "ok" } else { "partial" }.into(),
@@ -326,7 +427,11 @@ fn break_glass_revoke(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCo
             json!({ "target": target, "revoked": true, "kill": report, "mode": "break-glass" })
         );
     } else {
-        print_kill(&json!(target.to_string()), &serde_json::to_value(&report)?);
+        print_kill(
+            &json!(target.to_string()),
+            &serde_json::to_value(&report)?,
+            action,
+        );
         println!(
             "break-glass: admin record spooled to {} (merged into the admin log when the daemon starts)",
             spool.display()
@@ -336,8 +441,17 @@ fn break_glass_revoke(config: Config, args: RevokeArgs) -> anyhow::Result<ExitCo
 }
 
 pub fn reinstate(config: Config, args: ReinstateArgs) -> anyhow::Result<ExitCode> {
+    reinstate_as(config, args, "reinstate")
+}
+
+fn reinstate_as(config: Config, args: ReinstateArgs, action: &str) -> anyhow::Result<ExitCode> {
+    if args.target.session.is_some() {
+        eprintln!("enforcer: sessions are not revoked, so there is nothing to reinstate");
+        return Ok(ExitCode::from(exit::USAGE));
+    }
     let mut body = args.target.body();
     body["reason"] = json!(args.reason);
+    body["action"] = json!(action);
     body["sudo_user"] = admin::sudo_user();
     let socket = control::socket_path(&config.paths.runtime_dir);
     match control::client::post(&socket, "/v1/revocations/lift", &body) {
@@ -345,8 +459,13 @@ pub fn reinstate(config: Config, args: ReinstateArgs) -> anyhow::Result<ExitCode
             if args.json {
                 println!("{v}");
             } else if v["was_revoked"] == true {
+                let done = if action == "enable" {
+                    "enabled"
+                } else {
+                    "reinstated"
+                };
                 println!(
-                    "reinstated {} (admin record {})",
+                    "{done} {} (admin record {})",
                     args.target.name(),
                     v["admin_record"].as_str().unwrap_or("")
                 );
@@ -359,14 +478,14 @@ pub fn reinstate(config: Config, args: ReinstateArgs) -> anyhow::Result<ExitCode
             eprintln!("BREAK-GLASS MODE: the daemon is not running; acting on the pinned kernel maps directly");
             let tree = AgentsTree::new(config.agents.cgroup_root.as_deref())?;
             let store = RevocationStore::new(config.revocations_path());
-            let target = resolve(&tree, &store, &args.target)?;
+            let target = resolve(&config, &tree, &args.target)?;
             let mut maps = KernelMaps::open(&config.paths.pin_dir)
                 .context("the kernel programs are not loaded")?;
             let existed = revocation::reinstate(&tree, &store, &mut maps, &target)?;
             let record = AdminRecord {
                 time: super::now_rfc3339(),
                 who: who(),
-                action: "reinstate".into(),
+                action: action.into(),
                 target: target.to_string(),
                 reason: args.reason,
                 result: if existed { "ok" } else { "not_revoked" }.into(),
@@ -385,12 +504,6 @@ pub fn reinstate(config: Config, args: ReinstateArgs) -> anyhow::Result<ExitCode
             );
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("enforcer: {e}");
-            Ok(ExitCode::from(match e {
-                ClientError::NoAccess(_) | ClientError::Refused(_) => exit::REFUSED,
-                _ => exit::FAILURE,
-            }))
-        }
+        Err(e) => Ok(admin::report(&e)),
     }
 }

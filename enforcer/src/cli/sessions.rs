@@ -1,4 +1,5 @@
-//! `enforcer sessions` and `enforcer connectors`: live state from the daemon's admin API.
+//! `enforcer sessions|connectors|agents|bindings [show ID]`: live state from the daemon's
+//! admin API, as tables (lists) or key/value blocks (one item), or JSON.
 
 use std::process::ExitCode;
 
@@ -8,7 +9,23 @@ use crate::{cli::admin, config::Config};
 
 #[derive(clap::Args)]
 pub struct Args {
+    #[command(subcommand)]
+    show: Option<ShowCommand>,
     /// Print JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Subcommand)]
+enum ShowCommand {
+    /// One item in full, with what stands against it and what it is connected to.
+    Show(ShowArgs),
+}
+
+#[derive(clap::Args)]
+struct ShowArgs {
+    /// The id (connector, binding, session) or name (agent).
+    id: String,
     #[arg(long)]
     json: bool,
 }
@@ -24,6 +41,8 @@ pub struct SessionsArgs {
 
 #[derive(clap::Subcommand)]
 enum SessionsCommand {
+    /// One session in full: state, idle limit, connector path, binding, latest receipts.
+    Show(ShowArgs),
     /// End sessions at the protocol level (MCP session ids answered 404, server sessions
     /// closed with DELETE, client flows closed) and, for an agent or instance, in the kernel
     /// (both legs' sockets destroyed). Recorded in the admin log.
@@ -41,6 +60,12 @@ struct Scope {
     /// `agent/instance`, a unique instance name, or its cgroup id.
     #[arg(long)]
     instance: Option<String>,
+    /// Every session of this user's agents (name or uid).
+    #[arg(long)]
+    user: Option<String>,
+    /// Every session through this connector.
+    #[arg(long)]
+    connector: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -60,6 +85,8 @@ fn terminate(config: &Config, a: TerminateArgs) -> anyhow::Result<ExitCode> {
         ("session", &a.scope.session),
         ("agent", &a.scope.agent),
         ("instance", &a.scope.instance),
+        ("user", &a.scope.user),
+        ("connector", &a.scope.connector),
     ] {
         if let Some(v) = v {
             body[k] = serde_json::json!(v);
@@ -98,7 +125,14 @@ fn terminate(config: &Config, a: TerminateArgs) -> anyhow::Result<ExitCode> {
 pub fn sessions_command(config: Config, args: SessionsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(SessionsCommand::Terminate(t)) => terminate(&config, t),
-        None => sessions(config, Args { json: args.json }),
+        Some(SessionsCommand::Show(a)) => show(&config, "sessions", a, print_session),
+        None => sessions(
+            config,
+            Args {
+                show: None,
+                json: args.json,
+            },
+        ),
     }
 }
 
@@ -157,21 +191,173 @@ pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `X show ID`: fetch one item; print it as JSON or with `print`.
+fn show(config: &Config, kind: &str, a: ShowArgs, print: fn(&Value)) -> anyhow::Result<ExitCode> {
+    let id: String = form_urlencoded::byte_serialize(a.id.as_bytes()).collect();
+    match admin::get(config, &format!("/v1/{kind}/{id}")) {
+        Ok(v) if a.json => println!("{v}"),
+        Ok(v) => print(&v),
+        Err(code) => return Ok(code),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One "key  value" line; JSON strings without quotes, absent values as "-".
+fn field(key: &str, v: &Value) {
+    let text = match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        Value::Array(items) if items.is_empty() => "-".to_string(),
+        Value::Array(items) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .map(String::from)
+                    .unwrap_or_else(|| i.to_string())
+            })
+            .collect::<Vec<_>>()
+            .join(", "),
+        other => other.to_string(),
+    };
+    println!("{key:<18} {text}");
+}
+
+fn revocation_line(v: &Value) {
+    if v.is_object() {
+        println!(
+            "{:<18} {} by {} at {}: {}",
+            "revocation",
+            v["target"].as_str().unwrap_or(""),
+            v["by"].as_str().unwrap_or(""),
+            v["at"].as_str().unwrap_or(""),
+            v["reason"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn print_session(v: &Value) {
+    let s = &v["session"];
+    field("session", &s["id"]);
+    field("agent", &s["owner"]["agent"]);
+    field("instance", &s["owner"]["instance"]);
+    field("user", &s["owner"]["user"]);
+    field("client", &v["client"]);
+    field("state", &s["state"]);
+    field("created", &s["created"]);
+    field("calls", &s["calls"]);
+    field("in flight", &s["in_flight"]);
+    field("client flows", &s["client_flows"]);
+    field("idle ms", &s["idle_ms"]);
+    field("idle limit ms", &s["idle_limit_ms"]);
+    field("protocol ids", &s["protocol_session_ids"]);
+    field("connector", &v["connector"]["id"]);
+    field("route", &v["connector"]["route"]);
+    field("backend", &v["connector"]["backend"]);
+    field("route reachable", &v["connector"]["status"]["reachable"]);
+    field("binding", &v["binding"]);
+    println!("recent receipts:");
+    for r in v["recent_receipts"].as_array().into_iter().flatten() {
+        println!(
+            "  {}  {}  {} {}  {}",
+            r["id"].as_str().unwrap_or(""),
+            r["time"].as_str().unwrap_or(""),
+            r["request"]["method"].as_str().unwrap_or(""),
+            r["request"]["target"].as_str().unwrap_or(""),
+            r["outcome"]["status"].as_str().unwrap_or("")
+        );
+    }
+}
+
+fn print_connector(c: &Value) {
+    for k in [
+        "id",
+        "state",
+        "matches",
+        "backend",
+        "route",
+        "bind",
+        "server_name",
+        "mtls",
+        "idle_limit_ms",
+    ] {
+        field(k, &c[k]);
+    }
+    field("reachable", &c["status"]["reachable"]);
+    field("last latency us", &c["status"]["last_latency_us"]);
+    field("last error", &c["status"]["last_error"]);
+    field("bindings", &c["bindings"]);
+    field("sessions", &c["sessions"]);
+    revocation_line(&c["revocation"]);
+}
+
+fn print_binding(b: &Value) {
+    for k in [
+        "reference",
+        "state",
+        "connector",
+        "agent",
+        "user",
+        "mode",
+        "header",
+        "secret_file",
+        "usable",
+        "problem",
+        "sessions",
+    ] {
+        field(k, &b[k]);
+    }
+    revocation_line(&b["revocation"]);
+}
+
+fn print_agent(a: &Value) {
+    field("agent", &a["agent"]);
+    field("state", &a["state"]);
+    field("cgroup", &a["cgroup_id"]);
+    field("bindings", &a["bindings"]);
+    revocation_line(&a["revocation"]);
+    println!("instances:");
+    for i in a["instances"].as_array().into_iter().flatten() {
+        println!(
+            "  {:<20} cgroup {:<8} {} pids {:?} sessions {}",
+            i["instance"].as_str().unwrap_or(""),
+            i["cgroup_id"],
+            if i["revoked"] == true {
+                "REVOKED"
+            } else {
+                "live   "
+            },
+            i["pids"].as_array().map(Vec::len).unwrap_or(0),
+            i["sessions"]
+                .as_array()
+                .map(|s| s
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", "))
+                .unwrap_or_default()
+        );
+    }
+}
+
 pub fn connectors(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(ShowCommand::Show(a)) = args.show {
+        return show(&config, "connectors", a, print_connector);
+    }
     let v = match listing(&config, "/v1/connectors", args.json) {
         Some(Ok(v)) => v,
         Some(Err(code)) => return Ok(code),
         None => return Ok(ExitCode::SUCCESS),
     };
     println!(
-        "{:<14} {:<10} {:<32} {:<10} {:>10}  LAST ERROR",
-        "CONNECTOR", "ROUTE", "BACKEND", "REACHABLE", "LATENCY_US"
+        "{:<14} {:<9} {:<10} {:<32} {:<10} {:>10}  LAST ERROR",
+        "CONNECTOR", "STATE", "ROUTE", "BACKEND", "REACHABLE", "LATENCY_US"
     );
     for c in v["connectors"].as_array().cloned().unwrap_or_default() {
         let st = &c["status"];
         println!(
-            "{:<14} {:<10} {:<32} {:<10} {:>10}  {}",
+            "{:<14} {:<9} {:<10} {:<32} {:<10} {:>10}  {}",
             c["id"].as_str().unwrap_or(""),
+            c["state"].as_str().unwrap_or(""),
             c["route"].as_str().unwrap_or(""),
             c["backend"].as_str().unwrap_or(""),
             match st["reachable"].as_bool() {
@@ -190,30 +376,37 @@ pub fn connectors(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn agents(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(ShowCommand::Show(a)) = args.show {
+        return show(&config, "agents", a, print_agent);
+    }
     let v = match listing(&config, "/v1/agents", args.json) {
         Some(Ok(v)) => v,
         Some(Err(code)) => return Ok(code),
         None => return Ok(ExitCode::SUCCESS),
     };
     println!(
-        "{:<20} {:<20} {:>10} {:<8} {:>6}  SESSIONS",
-        "AGENT", "INSTANCE", "CGROUP", "REVOKED", "PIDS"
+        "{:<20} {:<20} {:>10} {:<9} {:>6}  SESSIONS",
+        "AGENT", "INSTANCE", "CGROUP", "STATE", "PIDS"
     );
     for a in v["agents"].as_array().into_iter().flatten() {
         println!(
-            "{:<20} {:<20} {:>10} {:<8}",
+            "{:<20} {:<20} {:>10} {:<9}",
             a["agent"].as_str().unwrap_or(""),
             "*",
             a["cgroup_id"],
-            if a["revoked"] == true { "yes" } else { "" }
+            a["state"].as_str().unwrap_or("")
         );
         for i in a["instances"].as_array().into_iter().flatten() {
             println!(
-                "{:<20} {:<20} {:>10} {:<8} {:>6}  {}",
+                "{:<20} {:<20} {:>10} {:<9} {:>6}  {}",
                 "",
                 i["instance"].as_str().unwrap_or(""),
                 i["cgroup_id"],
-                if i["revoked"] == true { "yes" } else { "" },
+                if i["revoked"] == true {
+                    "revoked"
+                } else {
+                    "live"
+                },
                 i["processes"],
                 i["sessions"]
                     .as_array()
@@ -230,6 +423,9 @@ pub fn agents(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn bindings(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    if let Some(ShowCommand::Show(a)) = args.show {
+        return show(&config, "bindings", a, print_binding);
+    }
     let v = match listing(&config, "/v1/bindings", args.json) {
         Some(Ok(v)) => v,
         Some(Err(code)) => return Ok(code),
@@ -247,7 +443,11 @@ pub fn bindings(config: Config, args: Args) -> anyhow::Result<ExitCode> {
             b["agent"].as_str().unwrap_or("*"),
             b["user"].as_str().unwrap_or("*"),
             b["mode"].as_str().unwrap_or(""),
-            b["problem"].as_str().unwrap_or("usable")
+            if b["state"] == "revoked" {
+                "revoked"
+            } else {
+                b["problem"].as_str().unwrap_or("usable")
+            }
         );
     }
     Ok(ExitCode::SUCCESS)

@@ -169,6 +169,18 @@ impl Connector {
         })
     }
 
+    /// What the connector matches, as configured ("host:port", "*.suffix:port", "ip:port").
+    pub fn match_specs(&self) -> Vec<String> {
+        self.matches
+            .iter()
+            .map(|m| match &m.host {
+                Host::Exact(h) => format!("{h}:{}", m.port),
+                Host::Suffix(s) => format!("*{s}:{}", m.port),
+                Host::Addr(ip) => SocketAddr::new(*ip, m.port).to_string(),
+            })
+            .collect()
+    }
+
     pub fn status(&self) -> RouteStatus {
         self.status
             .lock()

@@ -1,8 +1,12 @@
 //! Mutating admin actions and their preview: what a revocation would touch (impact), the
-//! revocation itself (persist, kernel deny, socket kill, protocol-level session end), its
-//! lifting, each recorded in the admin log with who, why and what happened.
+//! revocation itself (persist, kernel deny, protocol-level session end, socket kill), its
+//! lifting, and session termination, each recorded in the admin log with who, why and what
+//! happened.
 
-use std::sync::Arc;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use serde_json::{json, Value};
 use tracing::info;
@@ -15,74 +19,136 @@ use super::{
 };
 use crate::{
     kernel::KernelMaps,
-    revocation::{self, Revocation, Target},
-    sessions::SessionInfo,
+    proxy::{revocations::covers, SessionHandle},
+    revocation::{self, Revocation, RevokeError, Target, TargetSpec},
+    sessions::CloseReason,
 };
 
-/// A revocation target from the request: {"agent": "..."} or {"instance": "agent/instance"}.
+fn query_error(e: RevokeError) -> QueryError {
+    match e {
+        RevokeError::UnknownInstance(_)
+        | RevokeError::UnknownUser(_)
+        | RevokeError::AmbiguousInstance { .. } => QueryError::NotFound(e.to_string()),
+        RevokeError::NoTarget | RevokeError::Cgroup(_) => QueryError::BadRequest(e.to_string()),
+        other => QueryError::Store(other.to_string()),
+    }
+}
+
+/// A revocation target from the request: one of agent, instance, user, binding, connector.
+/// Bindings and connectors must be configured ones.
 pub fn target_of(control: &Control, body: &Value) -> Result<Target, QueryError> {
-    if let Some(agent) = body.get("agent").and_then(Value::as_str) {
-        crate::cgroups::validate_name("agent", agent)
-            .map_err(|e| QueryError::BadRequest(e.to_string()))?;
-        return Ok(Target::Agent {
-            agent: agent.to_string(),
-        });
-    }
-    if let Some(spec) = body.get("instance").and_then(Value::as_str) {
-        return revocation::find_instance(&control.tree, spec).or_else(|e| {
-            // A revoked instance that has exited can still be named (to lift it).
-            control
-                .revocations
-                .load()
-                .ok()
-                .into_iter()
-                .flatten()
-                .map(|r| r.target)
-                .find(|t| matches!(t, Target::Instance { agent, instance, .. } if spec == instance || spec == format!("{agent}/{instance}")))
-                .ok_or_else(|| QueryError::NotFound(e.to_string()))
-        });
-    }
-    Err(QueryError::BadRequest(
-        "name a target: \"agent\" or \"instance\"".into(),
-    ))
-}
-
-fn session_matches(t: &Target, s: &SessionInfo) -> bool {
-    match t {
-        Target::Agent { agent } => &s.owner.agent == agent,
-        Target::Instance { cgroup_id, .. } => s.owner.instance_id == *cgroup_id,
-    }
-}
-
-/// Everything a revocation of `target` would touch, changing nothing.
-pub fn impact(control: &Control, target: &Target) -> Result<Value, QueryError> {
-    let sessions: Vec<SessionInfo> = control
-        .proxy
-        .sessions
-        .list()
-        .into_iter()
-        .filter(|s| session_matches(target, s))
-        .collect();
-    let (agent, instances): (String, Vec<(String, String, u64)>) = match target {
-        Target::Agent { agent } => (
-            agent.clone(),
-            control
-                .tree
-                .instances()
-                .into_iter()
-                .filter(|(a, _, _)| a == agent)
-                .collect(),
-        ),
-        Target::Instance {
-            agent,
-            instance,
-            cgroup_id,
-        } => (
-            agent.clone(),
-            vec![(agent.clone(), instance.clone(), *cgroup_id)],
-        ),
+    let spec: TargetSpec = serde_json::from_value(body.clone())
+        .map_err(|e| QueryError::BadRequest(format!("target: {e}")))?;
+    let target = spec
+        .resolve(&control.tree, &control.revocations)
+        .map_err(query_error)?;
+    let known = match &target {
+        Target::Binding { binding } => control
+            .proxy
+            .credentials
+            .bindings()
+            .iter()
+            .any(|b| &b.id == binding),
+        Target::Connector { connector } => control
+            .proxy
+            .connectors
+            .all()
+            .iter()
+            .any(|c| &c.id == connector),
+        _ => true,
     };
+    if !known {
+        return Err(QueryError::NotFound(format!(
+            "no {target} is configured (see `enforcer {}s`)",
+            target.scope()
+        )));
+    }
+    Ok(target)
+}
+
+/// What a preview covers: a revocation target, or one session (termination).
+pub enum Scope {
+    Target(Target),
+    Session(String),
+}
+
+impl Scope {
+    fn covers(&self, control: &Control, s: &SessionHandle) -> bool {
+        match self {
+            Scope::Target(t) => covers(&control.proxy, t, s),
+            Scope::Session(id) => &s.id == id,
+        }
+    }
+
+    fn name(&self) -> String {
+        match self {
+            Scope::Target(t) => t.to_string(),
+            Scope::Session(id) => format!("session {id}"),
+        }
+    }
+}
+
+/// The scope of an impact query: `session=` or a revocation target.
+pub fn scope_of(control: &Control, body: &Value) -> Result<Scope, QueryError> {
+    if let Some(id) = body.get("session").and_then(Value::as_str) {
+        if control.proxy.sessions.find(|s| s.id == id).is_empty() {
+            return Err(QueryError::NotFound(format!("no live session {id}")));
+        }
+        return Ok(Scope::Session(id.to_string()));
+    }
+    target_of(control, body).map(Scope::Target)
+}
+
+/// Everything a revocation (or termination) of `scope` would touch, changing nothing.
+pub fn impact(control: &Control, scope: &Scope) -> Result<Value, QueryError> {
+    let handles = control.proxy.sessions.find(|s| scope.covers(control, s));
+    let mut sessions: Vec<_> = handles.iter().map(|s| s.info()).collect();
+    sessions.sort_by(|a, b| a.id.cmp(&b.id));
+    // Instances: the kernel's view for agent, instance and user scopes; the sessions' owners
+    // otherwise.
+    let (cgroups, _) = match scope {
+        Scope::Target(t) => revocation::kill_scope(&control.tree, t).map_err(query_error)?,
+        Scope::Session(_) => (Vec::new(), Vec::new()),
+    };
+    let mut instances: Vec<(String, String, u64)> = control
+        .tree
+        .instances()
+        .into_iter()
+        .filter(|(_, _, id)| {
+            cgroups.contains(id) || sessions.iter().any(|s| s.owner.instance_id == *id)
+        })
+        .collect();
+    if let Scope::Target(Target::Agent { agent }) = scope {
+        instances.retain(|(a, _, _)| a == agent);
+    }
+    let agent_ids: Vec<u64> = control
+        .tree
+        .agents()
+        .into_iter()
+        .filter(|(_, id)| cgroups.contains(id))
+        .map(|(_, id)| id)
+        .collect();
+    let mut agents: Vec<String> = instances
+        .iter()
+        .map(|(a, _, _)| a.clone())
+        .chain(sessions.iter().map(|s| s.owner.agent.clone()))
+        .collect();
+    agents.sort();
+    agents.dedup();
     let mut connectors: Vec<String> = sessions.iter().map(|s| s.connector.clone()).collect();
+    match scope {
+        Scope::Target(Target::Connector { connector }) => connectors.push(connector.clone()),
+        Scope::Target(Target::Binding { binding }) => connectors.extend(
+            control
+                .proxy
+                .credentials
+                .bindings()
+                .iter()
+                .filter(|b| &b.id == binding)
+                .map(|b| b.connector.clone()),
+        ),
+        _ => {}
+    }
     connectors.sort();
     connectors.dedup();
     let bindings: Vec<Value> = control
@@ -90,32 +156,54 @@ pub fn impact(control: &Control, target: &Target) -> Result<Value, QueryError> {
         .credentials
         .bindings()
         .iter()
-        .filter(|b| b.agent.as_deref().is_none_or(|a| a == agent))
-        .filter(|b| b.agent.is_some() || connectors.contains(&b.connector))
-        .map(|b| json!({ "id": b.id, "version": b.version, "connector": b.connector, "agent": b.agent }))
+        .filter(|b| match scope {
+            Scope::Target(Target::Binding { binding }) => &b.id == binding,
+            Scope::Target(Target::Connector { connector }) => &b.connector == connector,
+            _ => {
+                // Bindings these agents' sessions use, or that name one of the agents.
+                handles.iter().any(|s| {
+                    control
+                        .proxy
+                        .credentials
+                        .binding_for(&s.connector, &s.owner.agent, &s.owner.user)
+                        .is_some_and(|x| x.id == b.id)
+                }) || b.agent.as_ref().is_some_and(|a| agents.contains(a))
+            }
+        })
+        .map(|b| json!({ "id": b.id, "version": b.version, "reference": format!("{}@v{}", b.id, b.version), "connector": b.connector, "agent": b.agent }))
         .collect();
-    let ids: Vec<u64> = match target {
-        Target::Agent { agent } => control
-            .tree
-            .agents()
-            .into_iter()
-            .filter(|(a, _)| a == agent)
-            .map(|(_, id)| id)
-            .collect(),
-        Target::Instance { cgroup_id, .. } => vec![*cgroup_id],
+    // Live flows per leg: from the kernel maps for cgroup scopes; the sessions' own client
+    // flows otherwise (the proxy holds both legs of those).
+    let client_flows: usize = handles.iter().map(|s| s.client_flows()).sum();
+    let (agent_sockets, proxy_legs) = if cgroups.is_empty() {
+        (client_flows, client_flows)
+    } else {
+        let mut ids = cgroups.clone();
+        ids.extend(agent_ids);
+        match KernelMaps::open(&control.pin_dir) {
+            Ok(maps) => revocation::count_sockets(&maps, &ids),
+            Err(_) => (0, 0),
+        }
     };
-    let (agent_sockets, proxy_legs) = match KernelMaps::open(&control.pin_dir) {
-        Ok(maps) => revocation::count_sockets(&maps, &ids),
-        Err(_) => (0, 0),
+    let already_revoked = match scope {
+        Scope::Target(t) => control
+            .revocations
+            .load()
+            .unwrap_or_default()
+            .iter()
+            .any(|r| &r.target == t),
+        Scope::Session(_) => false,
     };
     Ok(json!({
-        "target": target.to_string(),
-        "already_revoked": control.revocations.load().unwrap_or_default().iter().any(|r| &r.target == target),
+        "target": scope.name(),
+        "scope": match scope { Scope::Target(t) => t.scope(), Scope::Session(_) => "session" },
+        "already_revoked": already_revoked,
         "sessions": sessions,
+        "agents": agents,
         "instances": instances.iter().map(|(a, i, id)| json!({ "agent": a, "instance": i, "cgroup_id": id })).collect::<Vec<_>>(),
         "bindings": bindings,
         "connectors": connectors,
-        "flows": { "agent_sockets": agent_sockets, "proxy_legs": proxy_legs },
+        "flows": { "agent_sockets": agent_sockets, "proxy_legs": proxy_legs, "client_flows": client_flows },
     }))
 }
 
@@ -139,11 +227,39 @@ fn reason_of(body: &Value) -> Result<String, QueryError> {
     }
 }
 
-/// Revoke: persist, deny in the kernel, destroy both legs' sockets, end the sessions, record.
+/// The admin-log action name: "revoke", or "disable" when the CLI's disable command asked.
+fn action_of(body: &Value, default: &str) -> String {
+    match body.get("action").and_then(Value::as_str) {
+        Some(a @ ("disable" | "enable")) => a.to_string(),
+        _ => default.to_string(),
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, QueryError> + Send + 'static,
+) -> Result<T, QueryError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| QueryError::Store(e.to_string()))?
+}
+
+/// Wait (at most the proxy's grace period) until the ended sessions' client flows have
+/// delivered their in-flight errors and closed.
+async fn drain(sessions: &[Arc<SessionHandle>]) {
+    let deadline = Instant::now() + crate::proxy::http::SESSION_END_GRACE;
+    while Instant::now() < deadline && sessions.iter().any(|s| s.client_flows() > 0) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+/// Revoke: persist and deny in the kernel (no new connects from now on), end the sessions at
+/// the protocol level (in-flight calls get a `revoked` error), destroy both legs' remaining
+/// sockets, record.
 pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<Value, QueryError> {
     let target = target_of(&control, &body)?;
     let reason = reason_of(&body)?;
-    let preview = impact(&control, &target)?;
+    let action = action_of(&body, "revoke");
+    let preview = impact(&control, &Scope::Target(target.clone()))?;
     let who = who(peer, &body);
     let rev = Revocation {
         target: target.clone(),
@@ -155,18 +271,32 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
         },
         at: super::admin_log::now(),
     };
+    let started = Instant::now();
     let c = control.clone();
-    let kill = tokio::task::spawn_blocking(move || {
+    let r = rev.clone();
+    blocking(move || {
         let mut maps =
             KernelMaps::open(&c.pin_dir).map_err(|e| QueryError::Store(e.to_string()))?;
-        revocation::revoke(&c.tree, &c.revocations, &mut maps, rev.clone())
-            .map_err(|e| QueryError::Store(e.to_string()))
-            .map(|k| (k, rev))
+        revocation::deny(&c.tree, &c.revocations, &mut maps, &r).map_err(query_error)
     })
-    .await
-    .map_err(|e| QueryError::Store(e.to_string()))?;
-    let (kill, rev) = kill?;
+    .await?;
+    let all = control.revocations.load().unwrap_or_default();
+    crate::proxy::revocations::refresh_blocked(&control.proxy, &all);
+    let handles = control
+        .proxy
+        .sessions
+        .find(|s| covers(&control.proxy, &target, s));
     let mut ended = crate::proxy::revocations::end_sessions(&control.proxy, &rev).await;
+    drain(&handles).await;
+    let c = control.clone();
+    let t = target.clone();
+    let kill = blocking(move || {
+        let maps = KernelMaps::open(&c.pin_dir).map_err(|e| QueryError::Store(e.to_string()))?;
+        let (ids, pids) = revocation::kill_scope(&c.tree, &t).map_err(query_error)?;
+        revocation::kill_cgroups(&maps, &ids, pids).map_err(|e| QueryError::Store(e.to_string()))
+    })
+    .await?;
+    let total_us = started.elapsed().as_micros() as u64;
     // The revocation follower may have ended some first (it watches the same file): every
     // session the preview saw live was ended by this revocation, by either path.
     for id in preview["sessions"]
@@ -184,20 +314,26 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
         .append(AdminRecord {
             time: super::admin_log::now(),
             who,
-            action: "revoke".into(),
+            action: action.clone(),
             target: target.to_string(),
             affected: ended.clone(),
             reason,
             result: if kill.failed == 0 { "ok" } else { "partial" }.into(),
-            details: json!({ "kill": kill, "sessions_ended": ended.len(), "impact": preview }),
+            details: json!({ "kill": kill, "elapsed_us": total_us, "sessions_ended": ended.len(), "impact": preview }),
             mode: "daemon".into(),
             ..Default::default()
         })
         .map_err(|e| QueryError::Store(e.to_string()))?;
-    info!(target = %target, admin_record = %record.id, kill_us = kill.elapsed.as_micros() as u64, "revoked through the admin API");
-    Ok(
-        json!({ "target": target, "revoked": true, "kill": kill, "sessions_ended": ended, "admin_record": record.id }),
-    )
+    info!(target = %target, %action, admin_record = %record.id, kill_us = kill.elapsed.as_micros() as u64, total_us, "revoked through the admin API");
+    Ok(json!({
+        "target": target,
+        "action": action,
+        "revoked": true,
+        "kill": kill,
+        "elapsed_us": total_us,
+        "sessions_ended": ended,
+        "admin_record": record.id,
+    }))
 }
 
 /// Lift a revocation, recorded.
@@ -210,20 +346,20 @@ pub async fn reinstate(
     let reason = reason_of(&body)?;
     let c = control.clone();
     let t = target.clone();
-    let existed = tokio::task::spawn_blocking(move || {
+    let existed = blocking(move || {
         let mut maps =
             KernelMaps::open(&c.pin_dir).map_err(|e| QueryError::Store(e.to_string()))?;
-        revocation::reinstate(&c.tree, &c.revocations, &mut maps, &t)
-            .map_err(|e| QueryError::Store(e.to_string()))
+        revocation::reinstate(&c.tree, &c.revocations, &mut maps, &t).map_err(query_error)
     })
-    .await
-    .map_err(|e| QueryError::Store(e.to_string()))??;
+    .await?;
+    let all = control.revocations.load().unwrap_or_default();
+    crate::proxy::revocations::refresh_blocked(&control.proxy, &all);
     let record = control
         .admin
         .append(AdminRecord {
             time: super::admin_log::now(),
             who: who(peer, &body),
-            action: "reinstate".into(),
+            action: action_of(&body, "reinstate"),
             target: target.to_string(),
             reason,
             result: if existed { "ok" } else { "not_revoked" }.into(),
@@ -265,39 +401,29 @@ pub fn record_policy(
     }
 }
 
-type SessionFilter = Box<dyn Fn(&crate::proxy::SessionHandle) -> bool + Send>;
-
-/// End sessions at the protocol level (their MCP session ids answered 404 from now on, the
-/// server's sessions closed with DELETE, the client flows closed) and, for an agent or
-/// instance, in the kernel too (both legs' sockets destroyed). Reconnects are refused only
-/// while a revocation stands; this alone does not revoke.
+/// End sessions at the protocol level (in-flight calls answered with a `session_terminated`
+/// error, their MCP session ids answered 404 from now on, the server's sessions closed with
+/// DELETE, the client flows closed) and, for an agent or instance, in the kernel too (both
+/// legs' remaining sockets destroyed). Reconnects are refused only while a revocation stands;
+/// this alone does not revoke.
 pub async fn terminate(
     control: Arc<Control>,
     peer: &Peer,
     body: Value,
 ) -> Result<Value, QueryError> {
     let reason = reason_of(&body)?;
-    let (scope, pred): (String, SessionFilter) =
-        if let Some(id) = body.get("session").and_then(Value::as_str) {
-            let id = id.to_string();
-            (format!("session {id}"), Box::new(move |s| s.id == id))
-        } else {
-            let target = target_of(&control, &body)?;
-            let t = target.clone();
-            (
-                target.to_string(),
-                Box::new(move |s| match &t {
-                    Target::Agent { agent } => &s.owner.agent == agent,
-                    Target::Instance { cgroup_id, .. } => s.owner.instance_id == *cgroup_id,
-                }),
-            )
-        };
-    let sessions = control.proxy.sessions.find(|s| pred(s));
+    let scope = match body.get("session").and_then(Value::as_str) {
+        Some(id) => Scope::Session(id.to_string()),
+        None => Scope::Target(target_of(&control, &body)?),
+    };
+    let sessions = control.proxy.sessions.find(|s| scope.covers(&control, s));
     if sessions.is_empty() {
-        return Err(QueryError::NotFound(format!("no live session for {scope}")));
+        return Err(QueryError::NotFound(format!(
+            "no live session for {}",
+            scope.name()
+        )));
     }
-    let started = std::time::Instant::now();
-    let mut deleted = 0;
+    let started = Instant::now();
     let mut ids = Vec::new();
     let mut instance_ids = Vec::new();
     let mut pids = Vec::new();
@@ -307,32 +433,43 @@ pub async fn terminate(
         if let Ok(dir) = control.tree.instance_dir(&s.owner.agent, &s.owner.instance) {
             pids.extend(crate::cgroups::AgentsTree::pids_under(&dir));
         }
-        let protocol_ids = s.protocol_ids();
         control
             .proxy
             .terminated
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .extend(protocol_ids.iter().cloned());
-        deleted += delete_upstream(s, &protocol_ids).await;
+            .extend(s.protocol_ids());
     }
-    let closed = control.proxy.sessions.close_where(|s| ids.contains(&s.id));
+    let close = CloseReason::new(
+        "session_terminated",
+        format!("the session was terminated by an administrator: {reason}"),
+    );
+    let closed = control
+        .proxy
+        .sessions
+        .close_where(|s| ids.contains(&s.id), &close);
+    drain(&sessions).await;
+    let mut deleted = 0;
+    for s in &sessions {
+        deleted += delete_upstream(s, &s.protocol_ids()).await;
+    }
     // The kernel side: destroy both legs' sockets of the instances concerned (a session-scoped
     // termination closes its own client flows above and leaves the instance's other sessions).
-    let kill = if body.get("session").is_none() {
-        let c = control.clone();
-        let cgroups = instance_ids.clone();
-        let k = tokio::task::spawn_blocking(move || {
-            let maps =
-                KernelMaps::open(&c.pin_dir).map_err(|e| QueryError::Store(e.to_string()))?;
-            revocation::kill_cgroups(&maps, &cgroups, pids)
-                .map_err(|e| QueryError::Store(e.to_string()))
-        })
-        .await
-        .map_err(|e| QueryError::Store(e.to_string()))??;
-        Some(k)
-    } else {
-        None
+    let kill = match &scope {
+        Scope::Target(Target::Agent { .. } | Target::Instance { .. } | Target::User { .. }) => {
+            let c = control.clone();
+            let cgroups = instance_ids.clone();
+            Some(
+                blocking(move || {
+                    let maps = KernelMaps::open(&c.pin_dir)
+                        .map_err(|e| QueryError::Store(e.to_string()))?;
+                    revocation::kill_cgroups(&maps, &cgroups, pids)
+                        .map_err(|e| QueryError::Store(e.to_string()))
+                })
+                .await?,
+            )
+        }
+        _ => None,
     };
     let elapsed_us = started.elapsed().as_micros() as u64;
     for s in &sessions {
@@ -351,7 +488,7 @@ pub async fn terminate(
             time: super::admin_log::now(),
             who: who(peer, &body),
             action: "terminate".into(),
-            target: scope.clone(),
+            target: scope.name(),
             affected: closed.clone(),
             reason,
             result: "ok".into(),
@@ -360,11 +497,12 @@ pub async fn terminate(
             ..Default::default()
         })
         .map_err(|e| QueryError::Store(e.to_string()))?;
-    info!(target = %scope, sessions = closed.len(), "sessions terminated by an admin");
+    info!(target = %scope.name(), sessions = closed.len(), "sessions terminated by an admin");
     Ok(json!({
         "terminated": closed,
         "upstream_deletes": deleted,
         "kill": kill,
+        "elapsed_us": elapsed_us,
         "admin_record": record.id,
     }))
 }

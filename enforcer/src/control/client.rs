@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use bytes::Bytes;
-use http::{Method, Request};
+use http::{Method, Request, StatusCode};
 use http_body_util::{BodyExt as _, Full};
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
@@ -16,6 +16,10 @@ pub enum ClientError {
     NoAccess(String),
     #[error("{0}")]
     Refused(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    BadRequest(String),
     #[error("admin API: {0}")]
     Protocol(String),
 }
@@ -89,7 +93,11 @@ async fn request_async(
             .as_str()
             .unwrap_or("request failed")
             .to_string();
-        return Err(ClientError::Refused(msg));
+        return Err(match status {
+            StatusCode::NOT_FOUND => ClientError::NotFound(msg),
+            StatusCode::BAD_REQUEST => ClientError::BadRequest(msg),
+            _ => ClientError::Refused(msg),
+        });
     }
     Ok(value)
 }

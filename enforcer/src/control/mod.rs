@@ -7,6 +7,7 @@ pub mod admin_log;
 pub mod auth;
 pub mod client;
 pub mod queries;
+mod views;
 
 use std::{
     convert::Infallible,
@@ -173,26 +174,13 @@ async fn route(
         (Method::GET, ["sessions"]) => {
             reply(StatusCode::OK, json!({ "sessions": proxy.sessions.list() }))
         }
-        (Method::GET, ["connectors"]) => reply(
-            StatusCode::OK,
-            json!({ "connectors": proxy.connectors.all().iter().map(|c| json!({
-                "id": c.id,
-                "backend": c.backend.display,
-                "route": c.route_name,
-                "idle_limit_ms": c.idle_timeout.as_millis() as u64,
-                "credential_mode_default": if c.mtls { "mtls" } else { "none" },
-                "status": c.status(),
-            })).collect::<Vec<_>>() }),
-        ),
-        (Method::GET, ["agents"]) => reply(
-            StatusCode::OK,
-            queries::agents(
-                &control.tree,
-                &control.revocations.load().unwrap_or_default(),
-                &proxy.sessions.list(),
-            ),
-        ),
-        (Method::GET, ["bindings"]) => reply(StatusCode::OK, queries::bindings(&proxy.credentials)),
+        (Method::GET, ["sessions", id]) => answer(views::session(&control, id)),
+        (Method::GET, ["connectors"]) => reply(StatusCode::OK, views::connectors(&control)),
+        (Method::GET, ["connectors", id]) => answer(views::connector(&control, id)),
+        (Method::GET, ["agents"]) => reply(StatusCode::OK, views::agents(&control)),
+        (Method::GET, ["agents", name]) => answer(views::agent(&control, name)),
+        (Method::GET, ["bindings"]) => reply(StatusCode::OK, views::bindings(&control)),
+        (Method::GET, ["bindings", id]) => answer(views::binding(&control, id)),
         (Method::GET, ["receipts"]) => {
             let audit = control.audit.clone();
             blocking(move || queries::search(&audit, &params)).await
@@ -244,7 +232,7 @@ async fn route(
         }
         (Method::GET, ["impact"]) => {
             let body = serde_json::to_value(&params).unwrap_or_default();
-            answer(actions::target_of(&control, &body).and_then(|t| actions::impact(&control, &t)))
+            answer(actions::scope_of(&control, &body).and_then(|s| actions::impact(&control, &s)))
         }
         (Method::POST, ["revocations"]) => {
             let body = match read_json(req).await {

@@ -15,6 +15,9 @@ pub const POLICY_DENIED: i64 = -32003;
 pub const APPROVAL_REQUIRED: i64 = -32004;
 /// The audit store could not record the call, so it was not released (fail closed).
 pub const AUDIT_UNAVAILABLE: i64 = -32005;
+/// The call's session was ended while it was in flight (terminated by an admin, revoked, idle
+/// limit); `error.data.reason_code` says which.
+pub const SESSION_ENDED: i64 = -32006;
 
 /// One JSON-RPC message.
 #[derive(Debug, Clone, PartialEq)]

@@ -85,6 +85,14 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         let Some(connector) = ctx.connectors.find(sni.as_deref(), dest) else {
             return unknown(client, dest, sni, is_tls, &rec, &actor, &ctx).await;
         };
+        let disabled = ctx.blocked.load().connectors.get(&connector.id).cloned();
+        if let Some(why) = disabled {
+            let refusal = Refusal {
+                event: "connector_disabled",
+                reason: format!("connector {} is disabled: {why}", connector.id),
+            };
+            return refuse(client, dest, sni, is_tls, &actor, &ctx, refusal).await;
+        }
         let upstream_tls = match connector.backend.scheme {
             Scheme::Https => true,
             Scheme::Http => false,
@@ -268,32 +276,51 @@ async fn unknown(
         UnknownDestinations::Tunnel => tunnel(client, dest, sni.as_deref(), rec, actor, ctx).await,
         UnknownDestinations::Deny => {
             let reason = format!("destination {target} is not an MCP server the enforcer knows: no connector matches it");
-            events::record(
-                ctx,
-                actor,
-                events::Event {
-                    event: "unknown_destination",
-                    status: "refused",
-                    destination: dest,
-                    sni: sni.as_deref(),
-                    detail: Some(reason.clone()),
-                },
-            );
-            warn!(
-                event = "unknown_destination",
-                "refused: no connector matches this destination"
-            );
-            // Say why in a form the agent can read: TLS with a minted leaf, then an HTTP 403
-            // carrying a JSON-RPC error. Non-HTTP clients simply see the connection close.
-            if is_tls {
-                let name = sni.unwrap_or_else(|| dest.ip().to_string());
-                if let Some(tls) = terminate_tls(client, &name, actor, dest, ctx).await {
-                    http::serve_refusal(tls, reason).await;
-                }
-            } else {
-                http::serve_refusal(client, reason).await;
-            }
+            let refusal = Refusal {
+                event: "unknown_destination",
+                reason,
+            };
+            refuse(client, dest, sni, is_tls, actor, ctx, refusal).await
         }
+    }
+}
+
+/// Why a flow is refused: the event (and the agent's reason_code), and a sentence.
+struct Refusal {
+    event: &'static str,
+    reason: String,
+}
+
+/// Record a refused flow and tell the agent why, in a form it can read: TLS with a minted
+/// leaf, then an HTTP 403 carrying a JSON-RPC error. Non-HTTP clients see the connection close.
+async fn refuse(
+    client: TcpStream,
+    dest: SocketAddr,
+    sni: Option<String>,
+    is_tls: bool,
+    actor: &Actor,
+    ctx: &ProxyContext,
+    refusal: Refusal,
+) {
+    events::record(
+        ctx,
+        actor,
+        events::Event {
+            event: refusal.event,
+            status: "refused",
+            destination: dest,
+            sni: sni.as_deref(),
+            detail: Some(refusal.reason.clone()),
+        },
+    );
+    warn!(event = refusal.event, reason = %refusal.reason, "refused flow");
+    if is_tls {
+        let name = sni.unwrap_or_else(|| dest.ip().to_string());
+        if let Some(tls) = terminate_tls(client, &name, actor, dest, ctx).await {
+            http::serve_refusal(tls, refusal.event, refusal.reason).await;
+        }
+    } else {
+        http::serve_refusal(client, refusal.event, refusal.reason).await;
     }
 }
 

@@ -464,6 +464,19 @@ impl Exchange {
         out
     }
 
+    pub fn session(&self) -> Arc<super::SessionHandle> {
+        self.flow.session.clone()
+    }
+
+    /// Ids of the requests still waiting for their answer.
+    pub fn open_call_ids(&self) -> Vec<Value> {
+        self.calls
+            .iter()
+            .filter(|c| !c.done && !c.id.is_null())
+            .map(|c| c.id.clone())
+            .collect()
+    }
+
     pub fn has_open_calls(&self) -> bool {
         self.calls.iter().any(|c| !c.done)
     }

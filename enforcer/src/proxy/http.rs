@@ -60,15 +60,32 @@ where
         Protocol::Http2 => builder.http2_only(),
         Protocol::Detect => builder,
     };
-    let conn = builder.serve_connection(TokioIo::new(io), service);
+    let mut conn = std::pin::pin!(builder.serve_connection(TokioIo::new(io), service));
     tokio::select! {
-        res = conn => if let Err(e) = res { debug!(error = %e, "client connection ended with an error") },
-        _ = session.cancelled() => info!(session = %session.id, "session closed: client flow dropped"),
+        res = conn.as_mut() => {
+            if let Err(e) = res { debug!(error = %e, "client connection ended with an error") }
+            return;
+        }
+        _ = session.cancelled() => {}
+    }
+    // The session was ended: in-flight calls answer with an error (their handlers see the same
+    // cancellation), then the connection closes. A client that does not read its answer does
+    // not hold the flow open past the grace period.
+    conn.as_mut().graceful_shutdown();
+    match tokio::time::timeout(SESSION_END_GRACE, conn).await {
+        Ok(_) => info!(session = %session.id, "session closed: client flow ended"),
+        Err(_) => {
+            info!(session = %session.id, "session closed: client flow dropped after the grace period")
+        }
     }
 }
 
-/// Serve one client connection with a fixed refusal (no connector for its destination).
-pub async fn serve_refusal<IO>(io: IO, reason: String)
+/// How long a client flow of an ended session may take to receive its in-flight errors.
+pub const SESSION_END_GRACE: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Serve one client connection with a fixed refusal (`reason_code`: unknown_destination,
+/// connector_disabled).
+pub async fn serve_refusal<IO>(io: IO, reason_code: &'static str, reason: String)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -81,7 +98,7 @@ where
                 &Value::Null,
                 jsonrpc::ENFORCER_REFUSED,
                 &reason,
-                Some(json!({ "reason_code": "unknown_destination" })),
+                Some(json!({ "reason_code": reason_code })),
             ))
         }
     });
@@ -298,7 +315,17 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     }
     let (credential_mode, binding) = match apply_credentials(&mut parts.headers, &flow) {
         Ok(x) => x,
-        Err(resp) => return *resp,
+        Err(resp) => {
+            // Recorded as refused, with the reason the agent reads.
+            let why = refusal_reason(&resp);
+            if let Err(e) = exchange
+                .record_unanswered("refused", Some(resp.status().as_u16()), Some(why))
+                .await
+            {
+                return audit_unavailable(&e);
+            }
+            return *resp;
+        }
     };
     exchange.set_credential(&credential_mode, binding.as_ref());
     if parts.headers.contains_key("mcp-session-id") {
@@ -319,7 +346,10 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     let upstream_req = Request::from_parts(parts, full(bytes));
 
     let method = upstream_req.method().clone();
-    let result = flow.session.state.request(upstream_req).await;
+    let result = tokio::select! {
+        r = flow.session.state.request(upstream_req) => r,
+        _ = flow.session.cancelled() => return session_ended(&flow, &mut exchange, &first_id).await,
+    };
     let latency_us = started.elapsed().as_micros() as u64;
     let (rpc, tool) = exchange
         .calls
@@ -374,6 +404,36 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     );
     strip_hop_by_hop(resp.headers_mut());
     response::respond(resp, exchange, flow.ctx.max_response_bytes).await
+}
+
+/// The session was ended (terminated, revoked, idle) while this call waited for the server:
+/// the agent gets a JSON-RPC error for it, not a dropped connection.
+async fn session_ended(flow: &Flow, exchange: &mut Exchange, id: &Value) -> Response<ProxyBody> {
+    let reason = flow.session.close_reason().unwrap_or_else(|| {
+        crate::sessions::CloseReason::new("session_terminated", "the session was ended")
+    });
+    info!(reason_code = %reason.code, "in-flight call ended with its session");
+    if let Err(e) = exchange
+        .record_unanswered("terminated", None, Some(reason.message.clone()))
+        .await
+    {
+        return audit_unavailable(&e);
+    }
+    rpc_error(
+        StatusCode::OK,
+        id,
+        jsonrpc::SESSION_ENDED,
+        &reason.message,
+        Some(json!({ "reason_code": reason.code })),
+    )
+}
+
+/// The message of a refusal the proxy built (its JSON-RPC error message).
+fn refusal_reason(resp: &Response<ProxyBody>) -> String {
+    resp.extensions()
+        .get::<super::reply::Reason>()
+        .map(|r| r.0.clone())
+        .unwrap_or_else(|| format!("HTTP {}", resp.status().as_u16()))
 }
 
 fn json_response(status: StatusCode, body: Bytes) -> Response<ProxyBody> {
@@ -440,7 +500,25 @@ fn apply_credentials(
     flow: &Flow,
 ) -> Result<(CredentialMode, Option<BindingRef>), Refusal> {
     let store = &flow.ctx.credentials;
-    match store.binding_for(&flow.connector.id, &flow.actor.agent, &flow.actor.user) {
+    let binding = store.binding_for(&flow.connector.id, &flow.actor.agent, &flow.actor.user);
+    if let Some(b) = binding {
+        if let Some(why) = flow.ctx.blocked.load().bindings.get(&b.id) {
+            warn!(binding = %b.id, "refused: the bound credential is revoked");
+            return Err(Box::new(rpc_error(
+                StatusCode::FORBIDDEN,
+                &Value::Null,
+                jsonrpc::ENFORCER_REFUSED,
+                &format!(
+                    "the enforcer's credential binding {} for this server is revoked",
+                    b.id
+                ),
+                Some(
+                    json!({ "reason_code": "credential_revoked", "binding": b.id, "detail": why }),
+                ),
+            )));
+        }
+    }
+    match binding {
         Some(b) => match store.injection(b) {
             Ok(inj) => {
                 headers.remove(header::AUTHORIZATION);

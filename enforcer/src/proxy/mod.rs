@@ -65,6 +65,8 @@ pub struct ProxyContext {
     /// MCP session ids an admin terminated: requests carrying one get 404 (the client must
     /// initialize again, which policy and revocations then judge).
     pub terminated: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Revoked bindings and connectors (swapped whole when the revocations change).
+    pub blocked: arc_swap::ArcSwap<revocations::Blocked>,
     /// The proxy's own listening addresses: an agent dialling them directly is refused, never
     /// relayed back into ourselves.
     pub own_addrs: Vec<SocketAddr>,

@@ -8,6 +8,10 @@ use serde_json::Value;
 use super::upstream::ProxyBody;
 use crate::mcp::jsonrpc;
 
+/// The message of a refusal, kept on the response for its receipt.
+#[derive(Clone)]
+pub struct Reason(pub String);
+
 /// A JSON-RPC error as an HTTP response (SDKs relabel bodiless errors, so there is always a body).
 pub fn rpc_error(
     status: StatusCode,
@@ -18,6 +22,7 @@ pub fn rpc_error(
 ) -> Response<ProxyBody> {
     let mut resp = Response::new(full(jsonrpc::error_body(id, code, message, data)));
     *resp.status_mut() = status;
+    resp.extensions_mut().insert(Reason(message.to_string()));
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

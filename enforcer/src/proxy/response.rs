@@ -160,6 +160,7 @@ async fn read_limited(mut body: Incoming, limit: usize) -> Result<Bytes, String>
 
 struct SseState {
     body: Incoming,
+    session: std::sync::Arc<super::SessionHandle>,
     splitter: sse::SseSplitter,
     exchange: Exchange,
     out: VecDeque<Bytes>,
@@ -169,6 +170,7 @@ struct SseState {
 /// An SSE body released event by event.
 fn sse_body(body: Incoming, exchange: Exchange) -> ProxyBody {
     let state = SseState {
+        session: exchange.session(),
         body,
         splitter: sse::SseSplitter::default(),
         exchange,
@@ -184,7 +186,30 @@ fn sse_body(body: Incoming, exchange: Exchange) -> ProxyBody {
             if st.ended {
                 return None;
             }
-            match st.body.frame().await {
+            let next = tokio::select! {
+                f = st.body.frame() => f,
+                _ = st.session.cancelled() => {
+                    // The session was ended: each call still open gets its error event.
+                    let reason = st.session.close_reason().unwrap_or_else(|| {
+                        crate::sessions::CloseReason::new("session_terminated", "the session was ended")
+                    });
+                    for id in st.exchange.open_call_ids() {
+                        st.out.push_back(error_event(
+                            &id,
+                            jsonrpc::SESSION_ENDED,
+                            &reason.message,
+                            &reason.code,
+                        ));
+                    }
+                    let _ = st
+                        .exchange
+                        .record_unanswered("terminated", Some(200), Some(reason.message.clone()))
+                        .await;
+                    st.ended = true;
+                    continue;
+                }
+            };
+            match next {
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else {
                         continue;
@@ -283,11 +308,21 @@ async fn judge_event(
 }
 
 fn audit_error_event() -> Bytes {
-    let body = jsonrpc::error_body(
+    error_event(
         &Value::Null,
         jsonrpc::AUDIT_UNAVAILABLE,
         "the enforcer could not record this call, so its result is withheld",
-        Some(serde_json::json!({ "reason_code": "audit_unavailable" })),
+        "audit_unavailable",
+    )
+}
+
+/// A JSON-RPC error as one SSE event.
+fn error_event(id: &Value, code: i64, message: &str, reason_code: &str) -> Bytes {
+    let body = jsonrpc::error_body(
+        id,
+        code,
+        message,
+        Some(serde_json::json!({ "reason_code": reason_code })),
     );
     let mut ev = b"event: message\ndata: ".to_vec();
     ev.extend_from_slice(&body);

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use enforcer_common::{REVOKED_AGENT, REVOKED_INSTANCE};
+use enforcer_common::{revoked_uid_key, REVOKED_AGENT, REVOKED_INSTANCE, REVOKED_USER};
 use serde::Serialize;
 pub use store::{Revocation, RevocationStore, Target};
 
@@ -33,6 +33,10 @@ pub enum RevokeError {
         "no agent instance {0:?} exists (give `agent/instance`, an instance name, or a cgroup id)"
     )]
     UnknownInstance(String),
+    #[error("name a target: agent, instance, user, binding or connector")]
+    NoTarget,
+    #[error("no user {0:?} on this host (give a user name or a uid)")]
+    UnknownUser(String),
     #[error("instance name {name:?} is ambiguous: {candidates}; give `agent/instance`")]
     AmbiguousInstance { name: String, candidates: String },
 }
@@ -66,13 +70,90 @@ pub fn find_instance(tree: &AgentsTree, spec: &str) -> Result<Target, RevokeErro
     }
 }
 
-/// The cgroup id the kernel checks for `target` (creating an agent's directory if needed, so a
-/// revoked agent's future instances land under the revoked id).
-pub fn cgroup_of(tree: &AgentsTree, target: &Target) -> Result<(u64, u32), RevokeError> {
+/// A target as an operator names it (CLI flags, admin API body): exactly one field set.
+#[derive(Debug, Clone, Default, serde::Deserialize, Serialize)]
+pub struct TargetSpec {
+    #[serde(default)]
+    pub agent: Option<String>,
+    /// `agent/instance`, a unique instance name, or a cgroup id.
+    #[serde(default)]
+    pub instance: Option<String>,
+    /// A user name or uid.
+    #[serde(default)]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub binding: Option<String>,
+    #[serde(default)]
+    pub connector: Option<String>,
+}
+
+impl TargetSpec {
+    /// Resolve against the agents tree (and, for an instance that has exited, the stored
+    /// revocations, so it can still be lifted). Binding and connector ids are taken as given:
+    /// the caller checks them against its configuration.
+    pub fn resolve(
+        &self,
+        tree: &AgentsTree,
+        store: &RevocationStore,
+    ) -> Result<Target, RevokeError> {
+        if let Some(agent) = &self.agent {
+            crate::cgroups::validate_name("agent", agent)?;
+            return Ok(Target::Agent {
+                agent: agent.clone(),
+            });
+        }
+        if let Some(spec) = &self.instance {
+            return find_instance(tree, spec).or_else(|e| {
+                store
+                    .load()?
+                    .into_iter()
+                    .map(|r| r.target)
+                    .find(|t| matches!(t, Target::Instance { agent, instance, .. } if spec == instance || *spec == format!("{agent}/{instance}")))
+                    .ok_or(e)
+            });
+        }
+        if let Some(user) = &self.user {
+            return find_user(user);
+        }
+        if let Some(binding) = &self.binding {
+            return Ok(Target::Binding {
+                binding: binding.clone(),
+            });
+        }
+        if let Some(connector) = &self.connector {
+            return Ok(Target::Connector {
+                connector: connector.clone(),
+            });
+        }
+        Err(RevokeError::NoTarget)
+    }
+}
+
+/// The REVOKED entry the kernel checks for `target` (creating an agent's directory if needed,
+/// so a revoked agent's future instances land under the revoked id). Bindings and connectors
+/// have none: the proxy enforces them.
+pub fn kernel_key(tree: &AgentsTree, target: &Target) -> Result<Option<(u64, u32)>, RevokeError> {
     Ok(match target {
-        Target::Agent { agent } => (tree.ensure_agent(agent)?, REVOKED_AGENT),
-        Target::Instance { cgroup_id, .. } => (*cgroup_id, REVOKED_INSTANCE),
+        Target::Agent { agent } => Some((tree.ensure_agent(agent)?, REVOKED_AGENT)),
+        Target::Instance { cgroup_id, .. } => Some((*cgroup_id, REVOKED_INSTANCE)),
+        Target::User { uid, .. } => Some((revoked_uid_key(*uid), REVOKED_USER)),
+        Target::Binding { .. } | Target::Connector { .. } => None,
     })
+}
+
+/// Resolve `--user NAME|UID` to a target.
+pub fn find_user(spec: &str) -> Result<Target, RevokeError> {
+    use nix::unistd::{Uid, User};
+    let found = match spec.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+        Err(_) => User::from_name(spec).ok().flatten(),
+    };
+    found
+        .map(|u| Target::User {
+            user: u.name,
+            uid: u.uid.as_raw(),
+        })
+        .ok_or_else(|| RevokeError::UnknownUser(spec.into()))
 }
 
 /// Put every stored revocation into the kernel map (daemon start, and after a break-glass
@@ -89,11 +170,12 @@ pub fn sync_kernel(
                 continue;
             }
         }
-        let (id, scope) = cgroup_of(tree, &rev.target)?;
-        maps.revoked
-            .insert(id, scope, 0)
-            .map_err(KernelError::map("REVOKED"))?;
-        applied += 1;
+        if let Some((id, scope)) = kernel_key(tree, &rev.target)? {
+            maps.revoked
+                .insert(id, scope, 0)
+                .map_err(KernelError::map("REVOKED"))?;
+            applied += 1;
+        }
     }
     Ok(applied)
 }
@@ -105,6 +187,9 @@ pub struct KillReport {
     pub agent_sockets_destroyed: usize,
     pub proxy_legs_found: usize,
     pub proxy_legs_destroyed: usize,
+    /// Found in the map but gone by the time the kill reached them: closed by their peer's
+    /// reset (one leg's death ends the other) or by the protocol-level session end.
+    pub already_closed: usize,
     pub failed: usize,
     #[serde(serialize_with = "micros")]
     pub elapsed: Duration,
@@ -114,25 +199,89 @@ fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(d.as_micros() as u64)
 }
 
-/// Revoke `target`: persist, deny in the kernel, destroy live sockets. Idempotent.
+/// Revoke, first half: persist and deny new connects in the kernel. Idempotent. The daemon
+/// ends the target's sessions at the protocol level next, then calls `kill`.
+pub fn deny(
+    tree: &AgentsTree,
+    store: &RevocationStore,
+    maps: &mut KernelMaps,
+    rev: &Revocation,
+) -> Result<(), RevokeError> {
+    let key = kernel_key(tree, &rev.target)?;
+    store.add(rev.clone())?;
+    if let Some((id, scope)) = key {
+        maps.revoked
+            .insert(id, scope, 0)
+            .map_err(KernelError::map("REVOKED"))?;
+    }
+    Ok(())
+}
+
+/// The cgroups (agent or instance ids) whose sockets a kill of `target` destroys, and the
+/// processes whose network namespaces hold them. A user's are the instances running any
+/// process as that uid. Bindings and connectors have none: their flows are the proxy's own
+/// and end with their sessions.
+pub fn kill_scope(tree: &AgentsTree, target: &Target) -> Result<(Vec<u64>, Vec<i32>), RevokeError> {
+    Ok(match target {
+        Target::Agent { agent } => {
+            let ids = tree
+                .agents()
+                .into_iter()
+                .filter(|(a, _)| a == agent)
+                .map(|(_, id)| id)
+                .collect();
+            (ids, AgentsTree::pids_under(&tree.agent_dir(agent)?))
+        }
+        Target::Instance {
+            agent,
+            instance,
+            cgroup_id,
+        } => (
+            vec![*cgroup_id],
+            AgentsTree::pids_under(&tree.instance_dir(agent, instance)?),
+        ),
+        Target::User { uid, .. } => {
+            let (mut ids, mut pids) = (Vec::new(), Vec::new());
+            for (agent, instance, id) in tree.instances() {
+                let dir = tree.instance_dir(&agent, &instance)?;
+                let theirs: Vec<i32> = AgentsTree::pids_under(&dir)
+                    .into_iter()
+                    .filter(|p| uid_of(*p) == Some(*uid))
+                    .collect();
+                if !theirs.is_empty() {
+                    ids.push(id);
+                    pids.extend(theirs);
+                }
+            }
+            (ids, pids)
+        }
+        Target::Binding { .. } | Target::Connector { .. } => (Vec::new(), Vec::new()),
+    })
+}
+
+/// Real uid of a process, from /proc.
+fn uid_of(pid: i32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Uid:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Revoke `target` in one go: persist, deny in the kernel, destroy live sockets (break-glass
+/// and tests; the daemon interleaves the protocol-level end). Idempotent.
 pub fn revoke(
     tree: &AgentsTree,
     store: &RevocationStore,
     maps: &mut KernelMaps,
     rev: Revocation,
 ) -> Result<KillReport, RevokeError> {
-    let (id, scope) = cgroup_of(tree, &rev.target)?;
-    store.add(rev.clone())?;
-    maps.revoked
-        .insert(id, scope, 0)
-        .map_err(KernelError::map("REVOKED"))?;
-    let dir = match &rev.target {
-        Target::Agent { agent } => tree.agent_dir(agent)?,
-        Target::Instance {
-            agent, instance, ..
-        } => tree.instance_dir(agent, instance)?,
-    };
-    Ok(kill_cgroups(maps, &[id], AgentsTree::pids_under(&dir))?)
+    deny(tree, store, maps, &rev)?;
+    let (ids, pids) = kill_scope(tree, &rev.target)?;
+    Ok(kill_cgroups(maps, &ids, pids)?)
 }
 
 /// Lift a revocation: forget it and stop denying in the kernel.
@@ -142,9 +291,11 @@ pub fn reinstate(
     maps: &mut KernelMaps,
     target: &Target,
 ) -> Result<bool, RevokeError> {
-    let (id, _) = cgroup_of(tree, target)?;
+    let key = kernel_key(tree, target)?;
     let existed = store.remove(target)?;
-    let _ = maps.revoked.remove(&id);
+    if let Some((id, _)) = key {
+        let _ = maps.revoked.remove(&id);
+    }
     Ok(existed)
 }
 
@@ -216,6 +367,7 @@ pub fn kill_cgroups(
     if !agent_sockets.is_empty() {
         let r = destroy_across(netns::distinct(pids), &agent_sockets)?;
         report.agent_sockets_destroyed = r.destroyed;
+        report.already_closed += r.absent;
         report.failed += r.failed;
     }
     if !proxy_legs.is_empty() {
@@ -225,6 +377,7 @@ pub fn kill_cgroups(
             &proxy_legs,
         )?;
         report.proxy_legs_destroyed = r.destroyed;
+        report.already_closed += r.absent;
         report.failed += r.failed;
     }
     report.elapsed = started.elapsed();
@@ -248,5 +401,7 @@ fn destroy_across(
         total.destroyed += r.destroyed;
         total.failed += r.failed;
     }
+    // Each socket lives in one namespace: those destroyed in none were already gone.
+    total.absent = ids.len().saturating_sub(total.destroyed + total.failed);
     Ok(total)
 }

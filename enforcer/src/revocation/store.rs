@@ -36,6 +36,32 @@ pub enum Target {
         instance: String,
         cgroup_id: u64,
     },
+    /// Every agent process running as this user (the kernel checks the uid).
+    User {
+        user: String,
+        uid: u32,
+    },
+    /// A credential binding: its secret is no longer injected; calls that need it are refused.
+    Binding {
+        binding: String,
+    },
+    /// A connector: new flows to it are refused and its sessions ended.
+    Connector {
+        connector: String,
+    },
+}
+
+impl Target {
+    /// The scope's name, as the CLI flags and metrics call it.
+    pub fn scope(&self) -> &'static str {
+        match self {
+            Target::Agent { .. } => "agent",
+            Target::Instance { .. } => "instance",
+            Target::User { .. } => "user",
+            Target::Binding { .. } => "binding",
+            Target::Connector { .. } => "connector",
+        }
+    }
 }
 
 impl std::fmt::Display for Target {
@@ -49,6 +75,9 @@ impl std::fmt::Display for Target {
             } => {
                 write!(f, "instance {agent}/{instance} (cgroup {cgroup_id})")
             }
+            Target::User { user, uid } => write!(f, "user {user} (uid {uid})"),
+            Target::Binding { binding } => write!(f, "binding {binding}"),
+            Target::Connector { connector } => write!(f, "connector {connector}"),
         }
     }
 }

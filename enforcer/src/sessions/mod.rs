@@ -48,8 +48,27 @@ pub struct Session<T> {
     /// end the server's session with a DELETE when an admin terminates this one.
     pub last_upstream: Mutex<Option<(http::Uri, http::HeaderMap)>>,
     cancel: CancellationToken,
+    /// Why the session ended (set before `cancel` fires), for the errors in-flight calls get.
+    close_reason: Mutex<Option<CloseReason>>,
     /// Per-session state of the layer that owns the registry (the proxy's upstream pool).
     pub state: T,
+}
+
+/// Why a session was ended: a reason code the agent's error carries, and a sentence.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct CloseReason {
+    /// `session_terminated`, `revoked`, `idle_timeout`, `connector_disabled`, ...
+    pub code: String,
+    pub message: String,
+}
+
+impl CloseReason {
+    pub fn new(code: &str, message: impl Into<String>) -> Self {
+        Self {
+            code: code.into(),
+            message: message.into(),
+        }
+    }
 }
 
 /// A serialisable view of a session.
@@ -121,6 +140,26 @@ impl<T> Session<T> {
 
     pub fn is_closed(&self) -> bool {
         self.cancel.is_cancelled()
+    }
+
+    /// Why the session ended; None while it is open.
+    pub fn close_reason(&self) -> Option<CloseReason> {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub fn client_flows(&self) -> usize {
+        self.client_flows.load(Ordering::Relaxed)
+    }
+
+    fn close(&self, reason: &CloseReason) {
+        self.close_reason
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert_with(|| reason.clone());
+        self.cancel.cancel();
     }
 
     /// Marks a request in flight until the guard drops; in-flight sessions are never idle.
@@ -236,6 +275,7 @@ impl<T> Registry<T> {
             client: Mutex::new(None),
             last_upstream: Mutex::new(None),
             cancel: CancellationToken::new(),
+            close_reason: Mutex::new(None),
             state: state(),
         });
         map.insert(key, session.clone());
@@ -257,18 +297,24 @@ impl<T> Registry<T> {
 
     /// Close and forget sessions idle past their limit; returns their ids.
     pub fn reap_idle(&self) -> Vec<String> {
-        self.close_where(|s| {
-            s.in_flight.load(Ordering::Relaxed) == 0 && s.idle_for() > s.idle_limit
-        })
+        self.close_where(
+            |s| s.in_flight.load(Ordering::Relaxed) == 0 && s.idle_for() > s.idle_limit,
+            &CloseReason::new("idle_timeout", "the session was idle past its limit"),
+        )
     }
 
-    /// Close and forget the sessions matching `pred` (termination, revocation).
-    pub fn close_where(&self, pred: impl Fn(&Session<T>) -> bool) -> Vec<String> {
+    /// Close and forget the sessions matching `pred` (termination, revocation); their
+    /// in-flight calls are answered with an error carrying `reason`.
+    pub fn close_where(
+        &self,
+        pred: impl Fn(&Session<T>) -> bool,
+        reason: &CloseReason,
+    ) -> Vec<String> {
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let mut closed = Vec::new();
         map.retain(|_, s| {
             if pred(s) {
-                s.cancel.cancel();
+                s.close(reason);
                 closed.push(s.id.clone());
                 false
             } else {
