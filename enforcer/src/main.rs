@@ -15,6 +15,7 @@ mod kernel;
 mod mcp;
 mod policy;
 mod proxy;
+mod rehearsal;
 mod revocation;
 mod sessions;
 mod store;

@@ -716,3 +716,50 @@ fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled
         );
     }
 }
+
+#[test]
+fn the_simulated_drill_rehearses_on_a_private_setup_and_cleans_up() {
+    let out = std::process::Command::new(enforcer_tests::bin("enforcer"))
+        .args(["drill", "--simulate", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    let r = &report["rehearsal"];
+    assert_eq!(r["passed"], true, "{report}");
+    assert_eq!(r["streaming_call"]["code"], -32006, "{r}");
+    assert_eq!(r["streaming_call"]["data"]["reason_code"], "revoked", "{r}");
+    assert!(r["reconnect_attempts"].as_u64().unwrap() >= 1, "{r}");
+    assert_eq!(r["reconnects_succeeded"], 0, "{r}");
+    assert_eq!(report["flows_dead"], true, "{report}");
+    // The twelve steps were walked on the rehearsal's denial, and the agent's developer saw
+    // the diagnostics.
+    for needle in [
+        "Step 12",
+        "rule no-destructive-tools",
+        "binding rehearsal-token@v1",
+        "\"reason_code\":\"destructive_tool\"",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in:\n{text}");
+    }
+    // Nothing of it is left on the host.
+    let id = "enforcer-rehearsal-";
+    for dir in [
+        "/sys/fs/cgroup",
+        "/sys/fs/bpf",
+        &std::env::temp_dir().to_string_lossy(),
+    ] {
+        let left: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().to_string())
+            .filter(|n| n.starts_with(id))
+            .collect();
+        assert!(left.is_empty(), "left in {dir}: {left:?}");
+    }
+}

@@ -216,6 +216,16 @@ pub fn run() -> anyhow::Result<()> {
 
     say("7. Clean up (the test host's namespaces, cgroups and pins are removed)");
     drop(m);
+
+    say("8. The drill rehearsed with nothing but the binary: enforcer drill --simulate");
+    println!("$ enforcer drill --simulate");
+    let rehearsal = std::process::Command::new(enforcer_tests::bin("enforcer"))
+        .args(["drill", "--simulate"])
+        .status()
+        .context("running enforcer drill --simulate")?;
+    if !rehearsal.success() {
+        bail!("the rehearsal failed");
+    }
     println!("done");
     Ok(())
 }

@@ -13,7 +13,13 @@ use crate::config::Config;
 #[derive(clap::Args)]
 pub struct Args {
     /// The receipt to start from (e.g. a denial an agent developer reported).
-    receipt: String,
+    #[arg(required_unless_present = "simulate")]
+    receipt: Option<String>,
+    /// Rehearse on a private, throwaway setup instead of the live daemon: its own daemon and
+    /// agents cgroup, a real MCP server with one destructive tool, one policy, and an agent
+    /// that hits the policy, streams a long call, and keeps reconnecting after the revocation.
+    #[arg(long, conflicts_with_all = ["receipt", "dry_run"])]
+    simulate: bool,
     /// Do not ask before revoking the rehearsal target.
     #[arg(long)]
     yes: bool,
@@ -38,15 +44,48 @@ fn s(v: &Value) -> &str {
 }
 
 pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    let mut report = json!({ "receipt": args.receipt });
+    if args.simulate {
+        let walk = |c: &Config, receipt: &str| {
+            walk(c, receipt, true, false).map(|(code, report)| (code == ExitCode::SUCCESS, report))
+        };
+        let (passed, report) = crate::rehearsal::simulate(&walk)?;
+        if args.json {
+            println!("{report}");
+        }
+        return Ok(if passed {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(super::exit::FAILURE)
+        });
+    }
+    let Some(receipt) = args.receipt.clone() else {
+        eprintln!("enforcer: give a receipt id to start from, or --simulate for a rehearsal");
+        return Ok(ExitCode::from(super::exit::USAGE));
+    };
+    let (code, report) = walk(&config, &receipt, args.yes, args.dry_run)?;
+    if args.json {
+        println!("{report}");
+    }
+    Ok(code)
+}
+
+/// Walk the twelve steps from `receipt`; returns the exit code and the report.
+pub fn walk(
+    config: &Config,
+    receipt: &str,
+    yes: bool,
+    dry_run: bool,
+) -> anyhow::Result<(ExitCode, Value)> {
+    let config = config.clone();
+    let mut report = json!({ "receipt": receipt });
 
     step(
         1,
         "start from one receipt: request, agent run, tool call, time window",
     );
-    let r = match get(&config, &format!("/v1/receipts/{}", args.receipt)) {
+    let r = match get(&config, &format!("/v1/receipts/{}", receipt)) {
         Ok(v) => v["receipt"].clone(),
-        Err(code) => return Ok(code),
+        Err(code) => return Ok((code, report)),
     };
     print_ticket(&r);
     let (agent, instance) = (
@@ -74,7 +113,7 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         .append_pair("limit", "20");
     let around = match get(&config, &format!("/v1/receipts?{}", q.finish())) {
         Ok(v) => v,
-        Err(code) => return Ok(code),
+        Err(code) => return Ok((code, report)),
     };
     let receipts = around["receipts"].as_array().cloned().unwrap_or_default();
     for x in &receipts {
@@ -215,17 +254,14 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         .finish();
     let impact = match get(&config, &format!("/v1/impact?{target_q}")) {
         Ok(v) => v,
-        Err(code) => return Ok(code),
+        Err(code) => return Ok((code, report)),
     };
     print_impact(&impact);
     report["impact"] = impact.clone();
-    if args.dry_run {
+    if dry_run {
         println!("\ndry run: stopped before the revocation; nothing changed");
         report["dry_run"] = json!(true);
-        if args.json {
-            println!("{report}");
-        }
-        return Ok(ExitCode::SUCCESS);
+        return Ok((ExitCode::SUCCESS, report));
     }
 
     step(
@@ -233,20 +269,20 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         "disable and revoke, with a recorded reason and an explicit confirmation",
     );
     let target = format!("{agent}/{instance}");
-    if !args.yes {
+    if !yes {
         eprint!("Type {target:?} to revoke it: ");
         let mut line = String::new();
         let _ = std::io::stdin().lock().read_line(&mut line);
         if line.trim() != target {
             eprintln!("not confirmed; the drill stops here and nothing changed");
-            return Ok(ExitCode::from(super::exit::FAILURE));
+            return Ok((ExitCode::from(super::exit::FAILURE), report));
         }
     }
-    let reason = format!("incident drill from receipt {}", args.receipt);
+    let reason = format!("incident drill from receipt {}", receipt);
     let body = json!({ "instance": target, "reason": reason, "sudo_user": admin::sudo_user() });
     let rev = match admin::post(&config, "/v1/revocations", &body) {
         Ok(v) => v,
-        Err(code) => return Ok(code),
+        Err(code) => return Ok((code, report)),
     };
     println!(
         "  revoked {target}: killed {} agent sockets and {} proxy legs in {} us; admin record {}",
@@ -307,14 +343,12 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     println!("\n\x1b[1mReport\x1b[0m");
     println!(
         "  from {}: {agent}/{instance}, {} related receipts ({} refused); revoked and terminated; flows dead: {}; reinstate with `enforcer reinstate --instance {target} --reason ...`",
-        args.receipt, report["related_receipts"], report["refused"], dead
+        receipt, report["related_receipts"], report["refused"], dead
     );
-    if args.json {
-        println!("{report}");
-    }
-    Ok(if dead {
+    let code = if dead {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(super::exit::FAILURE)
-    })
+    };
+    Ok((code, report))
 }

@@ -76,6 +76,16 @@ enum Command {
     /// The incident drill from one receipt: evidence, preview, revocation and termination of
     /// the receipt's agent instance, a check that its flows are dead, and a report.
     Drill(drill::Args),
+    /// The rehearsal's agent (run by `drill --simulate` inside an agent cgroup).
+    #[command(hide = true)]
+    RehearsalAgent(RehearsalAgentArgs),
+}
+
+#[derive(clap::Args)]
+struct RehearsalAgentArgs {
+    /// The rehearsal MCP server's URL (plain http).
+    #[arg(long)]
+    url: String,
 }
 
 /// Exit codes the CLI uses.
@@ -116,6 +126,12 @@ pub fn run() -> ExitCode {
         Command::Impact(args) => adminlog::impact(config, args),
         Command::AdminLog(args) => adminlog::log(config, args),
         Command::Drill(args) => drill::run(config, args),
+        Command::RehearsalAgent(args) => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(anyhow::Error::from)
+            .and_then(|rt| rt.block_on(crate::rehearsal::agent::run(&args.url)))
+            .map(|()| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,
