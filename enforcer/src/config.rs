@@ -44,6 +44,10 @@ pub struct Config {
     pub audit: AuditConfig,
     /// Detectors for secrets and personal data (masking results, blocking arguments).
     pub dlp: crate::dlp::DlpConfig,
+    /// The Prometheus endpoint (loopback by default).
+    pub metrics: crate::metrics::MetricsConfig,
+    /// SIEM export of receipts and admin records: JSON lines, syslog, webhooks.
+    pub export: crate::export::ExportConfig,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -260,7 +264,17 @@ impl Config {
             field: "network.allow",
             message,
         })?;
+        self.metrics.validate().map_err(|e| ConfigError::Invalid {
+            path: path.into(),
+            field: "metrics.listen",
+            message: e.to_string(),
+        })?;
         Ok(())
+    }
+
+    /// Path of the export cursors (one file per sink).
+    pub fn export_dir(&self) -> PathBuf {
+        self.paths.state_dir.join("export")
     }
 
     pub fn allowlist(&self) -> Result<Vec<AllowEntry>, String> {
@@ -348,6 +362,8 @@ mod tests {
         assert_eq!(shipped.audit.flush_window_ms, d.audit.flush_window_ms);
         assert_eq!(shipped.dlp.arguments, d.dlp.arguments);
         assert_eq!(shipped.dlp.results, d.dlp.results);
+        assert_eq!(shipped.metrics, d.metrics);
+        assert!(shipped.export.jsonl.is_empty() && shipped.export.webhook.is_empty());
     }
 
     #[test]

@@ -440,6 +440,13 @@ impl TestHost {
         ]);
     }
 
+    /// A command run in the daemon's network namespace (its loopback: the metrics endpoint).
+    pub fn host_ns_cmd(&self, program: &str) -> Command {
+        let mut c = self.nsenter(&self.ns_host);
+        c.arg(program);
+        c
+    }
+
     /// Append TOML to the daemon's config (before `start_daemon`).
     pub fn append_config(&self, toml_text: &str) {
         let mut text = fs::read_to_string(&self.config).unwrap();

@@ -456,6 +456,12 @@ impl AuditStore {
         self.core.chain.len()
     }
 
+    /// Up to `max` receipts after sequence number `after`, in order (export followers).
+    pub fn records_after(&self, after: u64, max: usize) -> Result<Vec<Receipt>> {
+        let to = after.saturating_add(max as u64);
+        self.core.chain.records_in(after + 1, to).collect()
+    }
+
     /// Walks the chain (see `Chain::verify`). Runs synchronously; from async code use
     /// `spawn_blocking` on large stores.
     pub fn verify(&self) -> Result<VerifyReport> {

@@ -5,6 +5,7 @@ mod admin;
 mod adminlog;
 mod audit;
 mod ca;
+mod config_check;
 mod daemon;
 mod drill;
 mod exec;
@@ -12,6 +13,7 @@ mod policy;
 mod revoke;
 mod sessions;
 mod status;
+mod top;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -37,6 +39,9 @@ pub struct Cli {
 enum Command {
     /// Print the local CA's certificate path and PEM, for agents' trust stores.
     Ca(ca::Args),
+    /// Check a configuration file: syntax, unknown keys, values, connectors, bindings and
+    /// their secrets, detectors, the policy file (file:line and what to change).
+    Config(config_check::Args),
     /// Run the daemon: attach (or adopt) the kernel programs and serve the proxy.
     Daemon(daemon::Args),
     /// Start a command as an agent instance, in its own cgroup under the agents root.
@@ -63,6 +68,11 @@ enum Command {
     Bindings(sessions::Args),
     /// Show the kernel state: settings, map entries, counters, revocations.
     Status(status::Args),
+    /// Live per-tool figures: calls, rates, latency percentiles, errors, denials, DLP blocks,
+    /// bytes, sessions, kernel counters (what the Prometheus endpoint exports).
+    Top(top::Args),
+    /// SIEM export sinks: cursor, backlog, deliveries, failures, alarms.
+    Exports(sessions::Args),
     /// Check, test, load and inspect policy versions.
     Policy(policy::Args),
     /// Search and show receipts, verify the audit chain, replay a session.
@@ -101,6 +111,19 @@ pub mod exit {
 
 pub fn run() -> ExitCode {
     let cli = Cli::parse();
+    // `config check` reports a bad file itself, with lines; every other command needs a good one.
+    let command = match cli.command {
+        Command::Config(args) => {
+            return match config_check::run(cli.config, args) {
+                Ok(code) => code,
+                Err(e) => {
+                    eprintln!("enforcer: {}", error_chain(&e));
+                    ExitCode::from(exit::FAILURE)
+                }
+            }
+        }
+        other => other,
+    };
     let config = match Config::load(&cli.config) {
         Ok(c) => c,
         Err(e) => {
@@ -108,8 +131,9 @@ pub fn run() -> ExitCode {
             return ExitCode::from(exit::USAGE);
         }
     };
-    let result = match cli.command {
+    let result = match command {
         Command::Ca(args) => ca::run(config, args),
+        Command::Config(_) => unreachable!("handled before the config is loaded"),
         Command::Daemon(args) => daemon::run(config, args),
         Command::Exec(args) => exec::run(config, args),
         Command::Revoke(args) => revoke::run(config, args),
@@ -117,6 +141,8 @@ pub fn run() -> ExitCode {
         Command::Disable(args) => revoke::disable(config, args),
         Command::Enable(args) => revoke::enable(config, args),
         Command::Status(args) => status::run(config, args),
+        Command::Top(args) => top::run(config, args),
+        Command::Exports(args) => sessions::exports(config, args),
         Command::Sessions(args) => sessions::sessions_command(config, args),
         Command::Connectors(args) => sessions::connectors(config, args),
         Command::Agents(args) => sessions::agents(config, args),

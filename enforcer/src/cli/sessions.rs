@@ -452,3 +452,36 @@ pub fn bindings(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     }
     Ok(ExitCode::SUCCESS)
 }
+
+pub fn exports(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+    let v = match listing(&config, "/v1/export", args.json) {
+        Some(Ok(v)) => v,
+        Some(Err(code)) => return Ok(code),
+        None => return Ok(ExitCode::SUCCESS),
+    };
+    let Some(sinks) = v["sinks"].as_array() else {
+        println!("no export sinks configured ([export] in the config)");
+        return Ok(ExitCode::SUCCESS);
+    };
+    println!(
+        "{:<16} {:<8} {:<8} {:>10} {:>10} {:>10} {:>10} {:<6} LAST ERROR",
+        "SINK", "KIND", "SOURCE", "CURSOR", "BACKLOG", "DELIVERED", "FAILURES", "ALARM"
+    );
+    for s in sinks {
+        for src in s["sources"].as_array().into_iter().flatten() {
+            println!(
+                "{:<16} {:<8} {:<8} {:>10} {:>10} {:>10} {:>10} {:<6} {}",
+                s["id"].as_str().unwrap_or(""),
+                s["kind"].as_str().unwrap_or(""),
+                src["source"].as_str().unwrap_or(""),
+                src["cursor"],
+                src["backlog"],
+                s["delivered"],
+                s["failures"],
+                if s["alarm"] == true { "YES" } else { "" },
+                s["last_error"].as_str().unwrap_or("")
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -297,6 +297,11 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
     })
     .await?;
     let total_us = started.elapsed().as_micros() as u64;
+    control.proxy.metrics.revocation(
+        metrics_scope(&target),
+        started.elapsed(),
+        (kill.agent_sockets_destroyed + kill.proxy_legs_destroyed) as u64,
+    );
     // The revocation follower may have ended some first (it watches the same file): every
     // session the preview saw live was ended by this revocation, by either path.
     for id in preview["sessions"]
@@ -334,6 +339,17 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
         "sessions_ended": ended,
         "admin_record": record.id,
     }))
+}
+
+fn metrics_scope(t: &Target) -> crate::metrics::RevocationScope {
+    use crate::metrics::RevocationScope as S;
+    match t {
+        Target::Agent { .. } => S::Agent,
+        Target::Instance { .. } => S::Instance,
+        Target::User { .. } => S::User,
+        Target::Binding { .. } => S::Binding,
+        Target::Connector { .. } => S::Connector,
+    }
 }
 
 /// Lift a revocation, recorded.
@@ -478,7 +494,7 @@ pub async fn terminate(
             "session_terminated",
             &format!("terminated by {} (uid {}): {reason}", peer.user, peer.uid),
         );
-        if let Err(e) = control.audit.append(r).await {
+        if let Err(e) = control.proxy.record(r).await {
             tracing::warn!(error = %e, "could not record a session termination");
         }
     }

@@ -75,6 +75,17 @@ impl AdminLog {
         self.chain.append(record, |_| Vec::new())
     }
 
+    /// Sequence number of the newest record (0: none).
+    pub fn head_seq(&self) -> Result<u64, AuditError> {
+        self.chain.len()
+    }
+
+    /// Up to `max` records after sequence number `after`, in order (export followers).
+    pub fn records_after(&self, after: u64, max: usize) -> Result<Vec<AdminRecord>, AuditError> {
+        let to = after.saturating_add(max as u64);
+        self.chain.records_in(after + 1, to).collect()
+    }
+
     /// Newest first, filtered by action / target substring / uid, at most `limit`.
     pub fn list(
         &self,

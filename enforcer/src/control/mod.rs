@@ -45,7 +45,7 @@ pub struct Control {
     pub gate: Arc<Gate>,
     pub audit: Arc<AuditStore>,
     pub compile: policy::CompileOptions,
-    pub admin: admin_log::AdminLog,
+    pub admin: Arc<admin_log::AdminLog>,
     pub tree: AgentsTree,
     pub revocations: RevocationStore,
     pub pin_dir: PathBuf,
@@ -175,6 +175,14 @@ async fn route(
             reply(StatusCode::OK, json!({ "sessions": proxy.sessions.list() }))
         }
         (Method::GET, ["sessions", id]) => answer(views::session(&control, id)),
+        (Method::GET, ["metrics"]) => reply(
+            StatusCode::OK,
+            serde_json::to_value(proxy.metrics.snapshot()).unwrap_or_default(),
+        ),
+        (Method::GET, ["export"]) => reply(
+            StatusCode::OK,
+            json!({ "sinks": proxy.exporter.as_ref().map(|x| serde_json::to_value(x.status()).unwrap_or_default()) }),
+        ),
         (Method::GET, ["connectors"]) => reply(StatusCode::OK, views::connectors(&control)),
         (Method::GET, ["connectors", id]) => answer(views::connector(&control, id)),
         (Method::GET, ["agents"]) => reply(StatusCode::OK, views::agents(&control)),

@@ -344,7 +344,7 @@ async fn tunnel(
             detail: Some("relayed without inspection (unknown_destinations = \"tunnel\")".into()),
         },
     );
-    if let Err(e) = ctx.audit.append(r).await {
+    if let Err(e) = ctx.record(r).await {
         return warn!(error = %e, "refused: the tunnel cannot be recorded");
     }
     relay::tunnel(client, dest, rec, ctx).await

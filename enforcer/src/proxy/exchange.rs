@@ -316,7 +316,7 @@ impl Exchange {
             c.receipt.outcome.error = Some(message.clone());
             c.receipt.outcome.http_status = Some(200);
             c.receipt.outcome.latency_us = self.started.elapsed().as_micros() as u64;
-            let stored = self.flow.ctx.audit.append(c.receipt.clone()).await?;
+            let stored = self.flow.ctx.record(c.receipt.clone()).await?;
             c.done = true;
             let t = stored.policy.clone().unwrap_or_default();
             let mut data = json!({
@@ -424,7 +424,7 @@ impl Exchange {
             r.outcome.status = "ok".into();
         }
         r.recording = Some(recording(msg, &hidden));
-        let stored = self.flow.ctx.audit.append(r.clone()).await?;
+        let stored = self.flow.ctx.record(r.clone()).await?;
         info!(
             receipt = %stored.id,
             method = %c.method,
@@ -489,7 +489,7 @@ impl Exchange {
         error: Option<String>,
     ) -> Result<(), crate::audit::AuditError> {
         for r in self.finish_unanswered(status, http_status, error) {
-            self.flow.ctx.audit.append(r).await?;
+            self.flow.ctx.record(r).await?;
         }
         Ok(())
     }
@@ -508,11 +508,11 @@ impl Drop for Exchange {
         if receipts.is_empty() {
             return;
         }
-        let audit = self.flow.ctx.audit.clone();
+        let ctx = self.flow.ctx.clone();
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(async move {
                 for r in receipts {
-                    if let Err(e) = audit.append(r).await {
+                    if let Err(e) = ctx.record(r).await {
                         warn!(error = %e, "could not record an unanswered call");
                     }
                 }

@@ -242,6 +242,11 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
             bytes.len() as u64,
             started,
         );
+        for c in exchange.calls.iter().filter(|c| c.method == "tools/call") {
+            if let Some(tool) = &c.target {
+                flow.session.saw_tool(tool);
+            }
+        }
         if exchange.refused() {
             // The credential that would have been injected is named (never sent).
             let store = &flow.ctx.credentials;

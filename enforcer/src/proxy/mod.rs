@@ -11,6 +11,7 @@ mod flow;
 pub mod flows;
 pub mod http;
 pub mod legs;
+mod observe;
 mod relay;
 pub mod reply;
 mod response;
@@ -71,6 +72,28 @@ pub struct ProxyContext {
     /// relayed back into ourselves.
     pub own_addrs: Vec<SocketAddr>,
     pub connect_timeout: Duration,
+    /// Per-tool latency, errors, denials, DLP, sessions (Prometheus, `enforcer top`).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Woken after each receipt so SIEM export follows within milliseconds.
+    pub exporter: Option<Arc<crate::export::Exporter>>,
+}
+
+impl ProxyContext {
+    /// Write a receipt (fail closed: the caller refuses what cannot be recorded), then feed
+    /// the metrics and wake the exporters.
+    pub async fn record(
+        &self,
+        receipt: crate::audit::receipt::Receipt,
+    ) -> Result<crate::audit::receipt::Receipt, crate::audit::AuditError> {
+        let started = std::time::Instant::now();
+        let stored = self.audit.append(receipt).await?;
+        self.metrics.audit_write(started.elapsed());
+        observe::receipt(&self.metrics, &stored);
+        if let Some(x) = &self.exporter {
+            x.notify();
+        }
+        Ok(stored)
+    }
 }
 
 /// Accept forever on `listener`. Per-connection errors end that connection only; accept

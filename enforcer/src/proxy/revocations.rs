@@ -130,7 +130,7 @@ pub async fn end_sessions(ctx: &ProxyContext, r: &Revocation) -> Vec<String> {
     info!(target = %r.target, sessions = closed.len(), "revocation: sessions ended");
     for s in hit {
         let receipt = kill_receipt(r, &s);
-        if let Err(e) = ctx.audit.append(receipt).await {
+        if let Err(e) = ctx.record(receipt).await {
             warn!(error = %e, session = %s.id, "could not record a revocation kill");
         }
     }

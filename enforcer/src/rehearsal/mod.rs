@@ -77,6 +77,10 @@ port = {proxy_port}
 [credentials]
 dir = "{dir}/credentials"
 
+[metrics]
+# The host's own daemon may hold the metrics port.
+enabled = false
+
 [policy]
 environment = "rehearsal"
 file = "{dir}/policy.cedar"

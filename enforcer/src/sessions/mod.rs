@@ -42,6 +42,8 @@ pub struct Session<T> {
     in_flight: AtomicUsize,
     client_flows: AtomicUsize,
     protocol_ids: Mutex<BTreeSet<String>>,
+    /// Distinct tools called in this session (unique tools per session, for metrics).
+    tools: Mutex<BTreeSet<String>>,
     /// MCP clientInfo the agent announced (client surface; the client's word).
     client: Mutex<Option<String>>,
     /// The last session-era request sent upstream (URI and headers, credential included), to
@@ -95,6 +97,13 @@ impl<T> Session<T> {
 
     pub fn count_call(&self) {
         self.calls.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn saw_tool(&self, name: &str) {
+        let mut tools = self.tools.lock().unwrap_or_else(|e| e.into_inner());
+        if !tools.contains(name) {
+            tools.insert(name.to_string());
+        }
     }
 
     pub fn add_protocol_id(&self, id: &str) {
@@ -229,9 +238,22 @@ impl<T> Drop for ActivityGuard<T> {
     }
 }
 
+/// What the registry tells its observer (metrics).
+pub enum SessionEvent {
+    Started,
+    Ended {
+        duration: Duration,
+        calls: u64,
+        unique_tools: u64,
+    },
+}
+
+type Observer = Box<dyn Fn(SessionEvent) + Send + Sync>;
+
 pub struct Registry<T> {
     sessions: Mutex<HashMap<SessionKey, Arc<Session<T>>>>,
     next: AtomicU64,
+    observer: std::sync::OnceLock<Observer>,
 }
 
 impl<T> Default for Registry<T> {
@@ -239,11 +261,23 @@ impl<T> Default for Registry<T> {
         Self {
             sessions: Mutex::new(HashMap::new()),
             next: AtomicU64::new(1),
+            observer: std::sync::OnceLock::new(),
         }
     }
 }
 
 impl<T> Registry<T> {
+    /// Set (once) who hears about sessions starting and ending.
+    pub fn observe(&self, f: impl Fn(SessionEvent) + Send + Sync + 'static) {
+        let _ = self.observer.set(Box::new(f));
+    }
+
+    fn tell(&self, event: SessionEvent) {
+        if let Some(f) = self.observer.get() {
+            f(event);
+        }
+    }
+
     /// The live session for `key`, or a new one built with `state`.
     pub fn get_or_create(
         &self,
@@ -272,6 +306,7 @@ impl<T> Registry<T> {
             in_flight: AtomicUsize::new(0),
             client_flows: AtomicUsize::new(0),
             protocol_ids: Mutex::new(BTreeSet::new()),
+            tools: Mutex::new(BTreeSet::new()),
             client: Mutex::new(None),
             last_upstream: Mutex::new(None),
             cancel: CancellationToken::new(),
@@ -279,6 +314,7 @@ impl<T> Registry<T> {
             state: state(),
         });
         map.insert(key, session.clone());
+        self.tell(SessionEvent::Started);
         session
     }
 
@@ -312,15 +348,25 @@ impl<T> Registry<T> {
     ) -> Vec<String> {
         let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
         let mut closed = Vec::new();
+        let mut ended = Vec::new();
         map.retain(|_, s| {
             if pred(s) {
                 s.close(reason);
                 closed.push(s.id.clone());
+                ended.push(SessionEvent::Ended {
+                    duration: s.started.elapsed(),
+                    calls: s.calls.load(Ordering::Relaxed),
+                    unique_tools: s.tools.lock().unwrap_or_else(|e| e.into_inner()).len() as u64,
+                });
                 false
             } else {
                 true
             }
         });
+        drop(map);
+        for e in ended {
+            self.tell(e);
+        }
         closed
     }
 }

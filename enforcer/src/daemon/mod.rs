@@ -2,6 +2,8 @@
 //! stored revocations, and serve until told to stop. Stopping leaves enforcement pinned:
 //! agents then find the proxy port closed (fail closed).
 
+mod observability;
+
 use std::{path::Path, sync::Arc, time::Duration};
 
 use anyhow::Context as _;
@@ -177,6 +179,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         "enforcement in force"
     );
 
+    let admin = Arc::new(control::admin_log::AdminLog::open(&db).context("opening the admin log")?);
+    let metrics = observability::start_metrics(&config).await;
+    let exporter = observability::start_export(&config, audit.clone(), admin.clone())
+        .context("the [export] configuration")?;
+
     let KernelMaps {
         flows, proxy_legs, ..
     } = maps;
@@ -202,6 +209,19 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             .filter_map(|l| l.local_addr().ok())
             .collect(),
         connect_timeout: Duration::from_millis(config.proxy.connect_timeout_ms),
+        metrics: metrics.clone(),
+        exporter: exporter.clone(),
+    });
+    ctx.sessions.observe({
+        let metrics = metrics.clone();
+        move |event| match event {
+            crate::sessions::SessionEvent::Started => metrics.session_started(),
+            crate::sessions::SessionEvent::Ended {
+                duration,
+                calls,
+                unique_tools,
+            } => metrics.session_ended(duration, calls, unique_tools),
+        }
     });
     for listener in listeners {
         tokio::spawn(proxy::serve(listener, ctx.clone()));
@@ -214,7 +234,6 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     let control_path = control::socket_path(&config.paths.runtime_dir);
     let control_listener = control::bind(&control_path)
         .with_context(|| format!("binding the admin socket {}", control_path.display()))?;
-    let admin = control::admin_log::AdminLog::open(&db).context("opening the admin log")?;
     let spool = control::admin_log::spool_path(&config.paths.state_dir);
     match admin.merge_spool(&spool) {
         Ok(0) => {}
@@ -243,6 +262,11 @@ async fn serve(config: Config) -> anyhow::Result<()> {
     info!("stopping; kernel enforcement stays in force (agents fail closed until restart)");
     if let Err(e) = audit.flush().await {
         warn!(error = %e, "the audit store could not be flushed at exit");
+    }
+    // What was not delivered within the grace period goes out after the next start (cursors
+    // advance only on acknowledged delivery).
+    if let Some(exporter) = &exporter {
+        exporter.shutdown().await;
     }
     if let Ok(mut maps) = KernelMaps::open(&config.paths.pin_dir) {
         let mut s = maps.settings();
