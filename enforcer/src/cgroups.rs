@@ -50,6 +50,17 @@ pub fn systemd_managed() -> bool {
     fs::read_to_string("/proc/1/comm").is_ok_and(|c| c.trim() == "systemd")
 }
 
+const AGENT_UNIT_PREFIX: &str = "enforcer-agent@";
+const AGENT_UNIT_SUFFIX: &str = ".service";
+
+/// The agent a directory of the tree stands for (a systemd agent unit, or a plain name).
+fn agent_name(dir: &str) -> String {
+    dir.strip_prefix(AGENT_UNIT_PREFIX)
+        .and_then(|r| r.strip_suffix(AGENT_UNIT_SUFFIX))
+        .unwrap_or(dir)
+        .to_string()
+}
+
 /// The agents tree, rooted at a cgroup2 directory.
 #[derive(Debug, Clone)]
 pub struct AgentsTree {
@@ -63,7 +74,7 @@ impl AgentsTree {
         let mount = cgroup2_mount()?;
         let root = match configured {
             Some(p) => p.to_path_buf(),
-            None if systemd_managed() => mount.join("enforcer-agents.slice"),
+            None if systemd_managed() => mount.join("enforcer.slice/enforcer-agents.slice"),
             None => mount.join("enforcer-agents"),
         };
         let rel = root
@@ -91,9 +102,22 @@ impl AgentsTree {
         cgroup_id(&self.root)
     }
 
+    /// Under a systemd slice, each agent is a unit with its own delegated cgroup
+    /// (`enforcer-agent@NAME.service`, see dist/systemd): the agent's directory carries the
+    /// unit's name, so an agent revoked before its unit starts is refused by the very cgroup
+    /// id systemd then uses.
+    fn systemd_layout(&self) -> bool {
+        self.root.extension().is_some_and(|e| e == "slice")
+    }
+
     pub fn agent_dir(&self, agent: &str) -> Result<PathBuf, CgroupError> {
         validate_name("agent", agent)?;
-        Ok(self.root.join(agent))
+        Ok(if self.systemd_layout() {
+            self.root
+                .join(format!("{AGENT_UNIT_PREFIX}{agent}{AGENT_UNIT_SUFFIX}"))
+        } else {
+            self.root.join(agent)
+        })
     }
 
     pub fn instance_dir(&self, agent: &str, instance: &str) -> Result<PathBuf, CgroupError> {
@@ -125,9 +149,10 @@ impl AgentsTree {
     /// Every `(agent, instance, id)` currently in the tree.
     pub fn instances(&self) -> Vec<(String, String, u64)> {
         let mut out = Vec::new();
-        for agent in subdirs(&self.root) {
-            for inst in subdirs(&self.root.join(&agent)) {
-                if let Ok(id) = cgroup_id(&self.root.join(&agent).join(&inst)) {
+        for dir in subdirs(&self.root) {
+            let agent = agent_name(&dir);
+            for inst in subdirs(&self.root.join(&dir)) {
+                if let Ok(id) = cgroup_id(&self.root.join(&dir).join(&inst)) {
                     out.push((agent.clone(), inst, id));
                 }
             }
@@ -139,7 +164,11 @@ impl AgentsTree {
     pub fn agents(&self) -> Vec<(String, u64)> {
         subdirs(&self.root)
             .into_iter()
-            .filter_map(|a| cgroup_id(&self.root.join(&a)).ok().map(|id| (a, id)))
+            .filter_map(|d| {
+                cgroup_id(&self.root.join(&d))
+                    .ok()
+                    .map(|id| (agent_name(&d), id))
+            })
             .collect()
     }
 
@@ -224,5 +253,32 @@ mod tests {
         for bad in ["", ".", "..", "a/b", "cgroup.procs", "x y", &"a".repeat(65)] {
             assert!(validate_name("agent", bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn under_a_systemd_slice_agents_are_their_units() {
+        let slice = AgentsTree {
+            root: PathBuf::from("/sys/fs/cgroup/enforcer.slice/enforcer-agents.slice"),
+            level: 2,
+        };
+        assert_eq!(
+            slice.agent_dir("code-review").unwrap(),
+            PathBuf::from(
+                "/sys/fs/cgroup/enforcer.slice/enforcer-agents.slice/enforcer-agent@code-review.service"
+            )
+        );
+        let plain = AgentsTree {
+            root: PathBuf::from("/sys/fs/cgroup/enforcer-agents"),
+            level: 1,
+        };
+        assert_eq!(
+            plain.agent_dir("code-review").unwrap(),
+            PathBuf::from("/sys/fs/cgroup/enforcer-agents/code-review")
+        );
+        assert_eq!(
+            agent_name("enforcer-agent@code-review.service"),
+            "code-review"
+        );
+        assert_eq!(agent_name("code-review"), "code-review");
     }
 }

@@ -116,6 +116,8 @@ pub struct TestHost {
     /// The upstream namespace's end of the veth pair.
     pub veth_up: String,
     daemon: Option<Child>,
+    /// Extra environment for the daemon (e.g. NOTIFY_SOCKET), set before `start_daemon`.
+    pub daemon_env: Vec<(String, String)>,
     upstream: Option<Child>,
     daemon_log: PathBuf,
     upstream_log: PathBuf,
@@ -215,6 +217,7 @@ impl TestHost {
             veth_host: veth_h.clone(),
             veth_up: veth_u.clone(),
             daemon: None,
+            daemon_env: Vec::new(),
             upstream: None,
         };
         host.start_upstream();
@@ -280,6 +283,11 @@ impl TestHost {
             .arg("daemon")
             .env("ENFORCER_LOG_FORMAT", "json")
             .env("ENFORCER_LOG", "info,enforcer=debug")
+            .envs(
+                self.daemon_env
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str())),
+            )
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -296,6 +304,11 @@ impl TestHost {
                 fs::read_to_string(&self.daemon_log).unwrap_or_default()
             );
         }
+    }
+
+    /// The running daemon's pid (to send it signals).
+    pub fn daemon_pid(&self) -> u32 {
+        self.daemon.as_ref().expect("daemon running").id()
     }
 
     /// SIGTERM the daemon and wait for it to exit (a clean stop).

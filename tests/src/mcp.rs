@@ -85,9 +85,19 @@ pub fn setup(test: &str, extra_toml: &str) -> McpHost {
 /// [`setup`] with the drill policy (tests/policies/drill.cedar) and `policy_extra` lines
 /// added to its `[policy]` section (e.g. `mode = "shadow"`).
 pub fn setup_with_drill_policy(test: &str, policy_extra: &str, extra_toml: &str) -> McpHost {
+    setup_with_policy(test, &policy_file("drill.cedar"), policy_extra, extra_toml)
+}
+
+/// [`setup`] with the Cedar policy at `policy` (a file the test may rewrite and reload).
+pub fn setup_with_policy(
+    test: &str,
+    policy: &Path,
+    policy_extra: &str,
+    extra_toml: &str,
+) -> McpHost {
     let toml = format!(
         "{extra_toml}\n[policy]\nenvironment = \"test\"\nfile = \"{}\"\n{policy_extra}\n",
-        policy_file("drill.cedar").display()
+        policy.display()
     );
     setup_raw(test, &toml)
 }

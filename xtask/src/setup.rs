@@ -76,6 +76,9 @@ fn system_packages() -> anyhow::Result<()> {
         ("sysctl", "procps"),
         ("curl", "curl"),
         ("openssl", "openssl"),
+        // `systemd-analyze verify` of the shipped units (the tests need the tool, not a
+        // running systemd).
+        ("systemd-analyze", "systemd"),
     ]
     .into_iter()
     .filter(|(tool, _)| !ok(Command::new("sh").args(["-c", &format!("command -v {tool}")])))

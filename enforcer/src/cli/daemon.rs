@@ -9,7 +9,7 @@ pub struct Args {
     cleanup: bool,
 }
 
-pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
+pub fn run(config: Config, path: std::path::PathBuf, args: Args) -> anyhow::Result<ExitCode> {
     if args.cleanup {
         crate::kernel::cleanup(&config.paths.pin_dir)?;
         println!(
@@ -18,6 +18,6 @@ pub fn run(config: Config, args: Args) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::SUCCESS);
     }
-    crate::daemon::run(config)?;
+    crate::daemon::run(config, path)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -134,7 +134,7 @@ pub fn run() -> ExitCode {
     let result = match command {
         Command::Ca(args) => ca::run(config, args),
         Command::Config(_) => unreachable!("handled before the config is loaded"),
-        Command::Daemon(args) => daemon::run(config, args),
+        Command::Daemon(args) => daemon::run(config, cli.config.clone(), args),
         Command::Exec(args) => exec::run(config, args),
         Command::Revoke(args) => revoke::run(config, args),
         Command::Reinstate(args) => revoke::reinstate(config, args),

@@ -3,8 +3,14 @@
 //! agents then find the proxy port closed (fail closed).
 
 mod observability;
+mod reload;
+mod systemd;
 
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 use anyhow::Context as _;
 use enforcer_common::{AddrKey, Settings};
@@ -29,7 +35,8 @@ use crate::{
     tls::{AgentTls, LocalCa},
 };
 
-pub fn run(config: Config) -> anyhow::Result<()> {
+/// Run the daemon with `config`, read from `config_path` (read again on reload).
+pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     init_tracing();
     // One thread: the current-thread scheduler, without the work-stealing machinery.
     let mut builder = if config.proxy.worker_threads == 1 {
@@ -44,7 +51,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    runtime.block_on(serve(config))
+    runtime.block_on(serve(config, config_path))
 }
 
 fn init_tracing() {
@@ -68,7 +75,7 @@ fn init_tracing() {
     };
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     // Everything that can be wrong in the configuration is found before touching the kernel.
     let connectors = Connectors::build(&config.connectors)?;
     let ids: Vec<&str> = connectors.all().iter().map(|c| c.id.as_str()).collect();
@@ -232,8 +239,15 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         config.revocations_path(),
     ));
     let control_path = control::socket_path(&config.paths.runtime_dir);
-    let control_listener = control::bind(&control_path)
-        .with_context(|| format!("binding the admin socket {}", control_path.display()))?;
+    // Socket activation (enforcer.socket) hands the admin socket over; else bind it.
+    let activated = systemd::activated_admin_socket();
+    let socket_is_ours = activated.is_none();
+    let control_listener = match activated {
+        Some(l) => tokio::net::UnixListener::from_std(l)
+            .context("adopting the admin socket from systemd")?,
+        None => control::bind(&control_path)
+            .with_context(|| format!("binding the admin socket {}", control_path.display()))?,
+    };
     let spool = control::admin_log::spool_path(&config.paths.state_dir);
     match admin.merge_spool(&spool) {
         Ok(0) => {}
@@ -253,12 +267,47 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         audit: audit.clone(),
         compile: compile_options(&config),
     });
-    tokio::spawn(control::serve(control_listener, control));
+    tokio::spawn(control::serve(control_listener, control.clone()));
     if let Some(logger) = logger {
         tokio::spawn(forward_kernel_logs(logger));
     }
 
-    shutdown_signal().await;
+    systemd::spawn_watchdog();
+    let status = |c: &control::Control| {
+        format!(
+            "enforcing; policy {}; {} connectors",
+            c.gate
+                .active()
+                .map(|a| a.meta.id.clone())
+                .unwrap_or_else(|| "none".into()),
+            c.proxy.connectors.all().len()
+        )
+    };
+    systemd::ready(&status(&control));
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).context("SIGHUP handler")?;
+    let mut term = signal(SignalKind::terminate()).context("SIGTERM handler")?;
+    let mut int = signal(SignalKind::interrupt()).context("SIGINT handler")?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                systemd::reloading();
+                let outcome = reload::reload(&config_path, &config, &control);
+                let line = match &outcome {
+                    Ok(line) => line.clone(),
+                    Err(why) => {
+                        warn!(reason = %why, "reload refused; the configuration and policy in force stay");
+                        format!("{}; last reload refused: {}", status(&control), why.lines().next().unwrap_or(""))
+                    }
+                };
+                record_reload(&control, &outcome);
+                systemd::ready(&line);
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    systemd::stopping();
     info!("stopping; kernel enforcement stays in force (agents fail closed until restart)");
     if let Err(e) = audit.flush().await {
         warn!(error = %e, "the audit store could not be flushed at exit");
@@ -274,7 +323,10 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         let _ = maps.set_settings(s);
     }
     let _ = std::fs::remove_file(config.pid_file());
-    let _ = std::fs::remove_file(&control_path);
+    if socket_is_ours {
+        // (systemd's socket stays: it queues CLI calls until the daemon is back.)
+        let _ = std::fs::remove_file(&control_path);
+    }
     Ok(())
 }
 
@@ -312,7 +364,11 @@ pub fn compile_options(config: &Config) -> policy::CompileOptions {
 /// Put a policy version in force: the configured file when it differs from the active
 /// version (stored as a new version), else the active version. A file that does not compile
 /// keeps the active version in force (and is an error when there is none).
-fn activate_policy(config: &Config, versions: &PolicyVersions, gate: &Gate) -> anyhow::Result<()> {
+pub(super) fn activate_policy(
+    config: &Config,
+    versions: &PolicyVersions,
+    gate: &Gate,
+) -> anyhow::Result<()> {
     let options = compile_options(config);
     let active = versions
         .active()
@@ -427,12 +483,29 @@ async fn forward_kernel_logs(logger: kernel::KernelLogger) {
     }
 }
 
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
+/// A reload is an admin action: who (the signal's sender is not known: the daemon's own
+/// uid), what, and whether it was refused and why.
+fn record_reload(control: &control::Control, outcome: &Result<String, String>) {
+    let uid = nix::unistd::getuid().as_raw();
+    let record = control::admin_log::AdminRecord {
+        time: control::admin_log::now(),
+        who: control::admin_log::Who {
+            uid,
+            user: crate::identity::user_name(uid),
+            sudo_user: None,
+        },
+        action: "reload".into(),
+        target: "configuration".into(),
+        reason: "SIGHUP (systemctl reload)".into(),
+        result: if outcome.is_ok() { "ok" } else { "refused" }.into(),
+        details: match outcome {
+            Ok(line) => serde_json::json!({ "status": line }),
+            Err(why) => serde_json::json!({ "refused": why }),
+        },
+        mode: "daemon".into(),
+        ..Default::default()
+    };
+    if let Err(e) = control.admin.append(record) {
+        warn!(error = %e, "could not record the reload in the admin log");
     }
 }
