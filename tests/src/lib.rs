@@ -118,6 +118,8 @@ pub struct TestHost {
     daemon: Option<Child>,
     /// Extra environment for the daemon (e.g. NOTIFY_SOCKET), set before `start_daemon`.
     pub daemon_env: Vec<(String, String)>,
+    /// A command the daemon runs under (e.g. setpriv with a capability set).
+    pub daemon_wrapper: Vec<String>,
     upstream: Option<Child>,
     daemon_log: PathBuf,
     upstream_log: PathBuf,
@@ -218,6 +220,7 @@ impl TestHost {
             veth_up: veth_u.clone(),
             daemon: None,
             daemon_env: Vec::new(),
+            daemon_wrapper: Vec::new(),
             upstream: None,
         };
         host.start_upstream();
@@ -277,6 +280,7 @@ impl TestHost {
         let before = self.daemon_log_lines().len();
         let child = self
             .nsenter(&self.ns_host)
+            .args(&self.daemon_wrapper)
             .arg(bin("enforcer"))
             .arg("--config")
             .arg(&self.config)

@@ -203,3 +203,112 @@ fn notifies_its_service_manager_and_reloads_policy_under_a_live_session() {
     assert!(!stopping.is_empty());
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The capability set `enforcer.service` names, as setpriv's `+cap` list.
+fn unit_capabilities() -> Vec<String> {
+    let unit = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../enforcer/dist/systemd/enforcer.service"),
+    )
+    .unwrap();
+    unit.lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit names its capabilities")
+        .split_whitespace()
+        .map(|c| c.trim_start_matches("CAP_").to_ascii_lowercase())
+        .collect()
+}
+
+#[test]
+fn the_daemon_works_with_only_the_capabilities_its_unit_grants() {
+    let caps = unit_capabilities();
+    let mut m = enforcer_tests::mcp::setup("systemd-caps", "");
+    m.host.stop_daemon();
+    // From scratch: the limited daemon loads, attaches and pins the programs itself.
+    let cleanup = m.host.enforcer(&["daemon", "--cleanup"]);
+    assert!(
+        cleanup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cleanup.stderr)
+    );
+    let bounding = format!(
+        "-all,{}",
+        caps.iter()
+            .map(|c| format!("+{c}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    m.host.daemon_wrapper = vec![
+        "setpriv".into(),
+        "--bounding-set".into(),
+        bounding,
+        "--no-new-privs".into(),
+    ];
+    m.host.start_daemon();
+    let h = &m.host;
+    // The kernel agrees: the daemon's effective set is exactly the unit's.
+    let status = std::fs::read_to_string(format!("/proc/{}/status", h.daemon_pid())).unwrap();
+    let eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .map(|v| u64::from_str_radix(v.trim(), 16).unwrap())
+        .unwrap();
+    assert_eq!(
+        eff.count_ones() as usize,
+        caps.len(),
+        "CapEff {eff:x} for {caps:?}"
+    );
+
+    // It enforces: calls through the proxy, and a revocation that cuts a live stream and
+    // destroys the agent's sockets in the kernel.
+    let out = m.client("c1", URL, &["--mode", "legacy", "--calls", "echo:caps"]);
+    assert!(out.iter().any(|l| l["result"] == "caps"), "{out:?}");
+    let mut agent = m
+        .client_cmd(
+            "c2",
+            URL,
+            &["--mode", "legacy", "--calls", "slow_count:60:250"],
+        )
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines_out = lines(&mut agent);
+    read_until(&mut lines_out, |v| v.get("progress").is_some()).expect("streaming");
+    let rev = h.cli_json(&[
+        "revoke",
+        "--instance",
+        "sdk-agent/c2",
+        "--reason",
+        "capability test",
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(rev["kill"]["failed"], 0, "{rev}");
+    let end = read_until(&mut lines_out, |v| {
+        v.get("call").is_some() || v.get("error").is_some()
+    })
+    .expect("the call ended");
+    assert_eq!(end["data"]["reason_code"], "revoked", "{end}");
+    let _ = agent.wait();
+    // A new process of the revoked instance is refused in the kernel, and the kernel's own
+    // log line reaches the daemon's log (aya-log).
+    let refused = h.in_cgroup("sdk-agent/c2", &["connect", &format!("{}:8443", h.up_v4)]);
+    assert!(
+        refused.iter().any(|l| l["errno"].as_i64().is_some()),
+        "{refused:?}"
+    );
+    let kernel_said = enforcer_tests::wait_for(Duration::from_secs(5), || {
+        h.daemon_log_lines().iter().any(|l| {
+            l["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("revoked cgroup"))
+        })
+    });
+    assert!(kernel_said.is_some(), "aya-log lines reach the daemon");
+    let after = h.cli_json(&["impact", "--instance", "sdk-agent/c2", "--json"]);
+    assert_eq!(after["flows"]["agent_sockets"], 0, "{after}");
+    assert_eq!(after["flows"]["proxy_legs"], 0, "{after}");
+    // And the metrics endpoint, the admin socket and the audit store all worked.
+    let r = h.cli_json(&["audit", "search", "--json", "--tool", "echo"]);
+    assert!(!r["receipts"].as_array().unwrap().is_empty());
+}

@@ -271,6 +271,13 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
         },
         at: super::admin_log::now(),
     };
+    // The sessions to drain, taken before the revocation file changes: the revocation
+    // follower may end them first, and the kernel kill must still wait for their in-flight
+    // errors to be written.
+    let handles = control
+        .proxy
+        .sessions
+        .find(|s| covers(&control.proxy, &target, s));
     let started = Instant::now();
     let c = control.clone();
     let r = rev.clone();
@@ -282,10 +289,6 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
     .await?;
     let all = control.revocations.load().unwrap_or_default();
     crate::proxy::revocations::refresh_blocked(&control.proxy, &all);
-    let handles = control
-        .proxy
-        .sessions
-        .find(|s| covers(&control.proxy, &target, s));
     let mut ended = crate::proxy::revocations::end_sessions(&control.proxy, &rev).await;
     drain(&handles).await;
     let c = control.clone();

@@ -193,7 +193,9 @@ fn sse_body(body: Incoming, exchange: Exchange) -> ProxyBody {
                     let reason = st.session.close_reason().unwrap_or_else(|| {
                         crate::sessions::CloseReason::new("session_terminated", "the session was ended")
                     });
-                    for id in st.exchange.open_call_ids() {
+                    let open = st.exchange.open_call_ids();
+                    tracing::info!(reason_code = %reason.code, calls = open.len(), "session ended: in-flight calls on this stream answered");
+                    for id in open {
                         st.out.push_back(error_event(
                             &id,
                             jsonrpc::SESSION_ENDED,

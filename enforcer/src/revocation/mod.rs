@@ -364,22 +364,36 @@ pub fn kill_cgroups(
         proxy_legs_found: proxy_legs.len(),
         ..Default::default()
     };
-    if !agent_sockets.is_empty() {
-        let r = destroy_across(netns::distinct(pids), &agent_sockets)?;
-        report.agent_sockets_destroyed = r.destroyed;
-        report.already_closed += r.absent;
-        report.failed += r.failed;
-    }
-    if !proxy_legs.is_empty() {
-        let daemon_pid = maps.settings().daemon_pid as i32;
-        let r = destroy_across(
-            netns::distinct((daemon_pid > 0).then_some(daemon_pid)),
-            &proxy_legs,
-        )?;
-        report.proxy_legs_destroyed = r.destroyed;
-        report.already_closed += r.absent;
-        report.failed += r.failed;
-    }
+    // Both legs at once (one thread each): each destroy also runs the peer's reset, so the
+    // two halves overlap well on separate cores.
+    let daemon_pid = maps.settings().daemon_pid as i32;
+    let (agents, legs) = std::thread::scope(|scope| {
+        let legs = scope.spawn(|| {
+            if proxy_legs.is_empty() {
+                return Ok(DestroyReport::default());
+            }
+            destroy_across(
+                netns::distinct((daemon_pid > 0).then_some(daemon_pid)),
+                &proxy_legs,
+            )
+        });
+        let agents = if agent_sockets.is_empty() {
+            Ok(DestroyReport::default())
+        } else {
+            destroy_across(netns::distinct(pids), &agent_sockets)
+        };
+        let legs = legs.join().unwrap_or_else(|_| {
+            Err(KernelError::Kill(
+                "the proxy-leg kill thread panicked".into(),
+            ))
+        });
+        (agents, legs)
+    });
+    let (agents, legs) = (agents?, legs?);
+    report.agent_sockets_destroyed = agents.destroyed;
+    report.proxy_legs_destroyed = legs.destroyed;
+    report.already_closed = agents.absent + legs.absent;
+    report.failed = agents.failed + legs.failed;
     report.elapsed = started.elapsed();
     Ok(report)
 }
