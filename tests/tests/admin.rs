@@ -487,7 +487,7 @@ fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled
     let h = &m.host;
     let call =
         |instance: &str| m.client(instance, URL, &["--mode", "legacy", "--calls", "echo:hi"]);
-    assert!(echo_ok(&call("s0")), "a call works before anything");
+    assert!(echo_ok(&call(&m, "s0")), "a call works before anything");
     let sessions = h.cli_json(&["sessions", "--json"]);
     let session = sessions["sessions"][0]["id"].as_str().unwrap().to_string();
 
@@ -582,7 +582,7 @@ fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled
         String::from_utf8_lossy(&rev.stderr)
     );
     assert_eq!(last_json(&rev)["target"]["scope"], "binding");
-    let refused = call("s1");
+    let refused = call(&m, "s1");
     let err = refused
         .iter()
         .find(|l| l.get("error").is_some())
@@ -593,7 +593,7 @@ fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled
     assert_eq!(b["usable"], false);
     let lift = h.enforcer(&["reinstate", "--binding", "mcp-token", "--reason", "rotated"]);
     assert!(lift.status.success());
-    assert!(echo_ok(&call("s2")), "the binding works again");
+    assert!(echo_ok(&call(&m, "s2")), "the binding works again");
 
     // A disabled connector: new flows refused with a reason, recorded; live sessions ended.
     let rev = h.enforcer(&[
@@ -609,7 +609,7 @@ fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled
         "{}",
         String::from_utf8_lossy(&rev.stderr)
     );
-    let refused = call("s3");
+    let refused = call(&m, "s3");
     assert!(
         refused
             .iter()
@@ -618,6 +618,17 @@ fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled
     );
     let c = h.cli_json(&["connectors", "show", "mcp-test", "--json"]);
     assert_eq!(c["state"], "disabled", "{c}");
+    // It persists: a restarted daemon still refuses the connector.
+    m.host.stop_daemon();
+    m.host.start_daemon();
+    let h = &m.host;
+    let refused = call(&m, "s3b");
+    assert!(
+        refused
+            .iter()
+            .any(|l| l["data"]["reason_code"] == "connector_disabled"),
+        "after a restart: {refused:?}"
+    );
     let receipts = h.cli_json(&["audit", "search", "--json", "--outcome", "refused"]);
     assert!(
         receipts["receipts"]
@@ -637,7 +648,7 @@ fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled
         ])
         .status
         .success());
-    assert!(echo_ok(&call("s4")), "the connector works again");
+    assert!(echo_ok(&call(&m, "s4")), "the connector works again");
 
     // A disabled agent: distinct command and state, refuses instances started later; enable.
     let dis = h.enforcer(&[
@@ -657,14 +668,14 @@ fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled
     let a = h.cli_json(&["agents", "show", "sdk-agent", "--json"]);
     assert_eq!(a["state"], "disabled");
     assert!(
-        !echo_ok(&call("s5")),
+        !echo_ok(&call(&m, "s5")),
         "a new instance of a disabled agent is refused"
     );
     assert!(h
         .enforcer(&["enable", "--agent", "sdk-agent", "--reason", "fixed"])
         .status
         .success());
-    assert!(echo_ok(&call("s6")), "enabled again");
+    assert!(echo_ok(&call(&m, "s6")), "enabled again");
 
     // A revoked user: the kernel refuses every agent process running as that uid.
     let rev = h.enforcer(&[
@@ -680,13 +691,13 @@ fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled
         "{}",
         String::from_utf8_lossy(&rev.stderr)
     );
-    assert!(!echo_ok(&call("s7")), "the user's agents are refused");
+    assert!(!echo_ok(&call(&m, "s7")), "the user's agents are refused");
     assert!(h.status()["counters"]["refused_revoked"].as_u64().unwrap() >= 1);
     assert!(h
         .enforcer(&["reinstate", "--user", "0", "--reason", "password reset"])
         .status
         .success());
-    assert!(echo_ok(&call("s8")), "the user's agents work again");
+    assert!(echo_ok(&call(&m, "s8")), "the user's agents work again");
 
     // Every action is in the admin log with its own name.
     let log = h.cli_json(&["admin-log", "--json"]);

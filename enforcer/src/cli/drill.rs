@@ -3,7 +3,7 @@
 //! revokes the receipt's agent instance (the rehearsal target: never a whole agent), ends its
 //! sessions, checks in the kernel maps that its flows are gone, and reports.
 
-use std::{io::BufRead as _, process::ExitCode};
+use std::process::ExitCode;
 
 use serde_json::{json, Value};
 
@@ -269,14 +269,9 @@ pub fn walk(
         "disable and revoke, with a recorded reason and an explicit confirmation",
     );
     let target = format!("{agent}/{instance}");
-    if !yes {
-        eprint!("Type {target:?} to revoke it: ");
-        let mut line = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut line);
-        if line.trim() != target {
-            eprintln!("not confirmed; the drill stops here and nothing changed");
-            return Ok((ExitCode::from(super::exit::FAILURE), report));
-        }
+    if !yes && !super::revoke::confirm(&target) {
+        eprintln!("not confirmed; the drill stops here and nothing changed");
+        return Ok((ExitCode::from(super::exit::FAILURE), report));
     }
     let reason = format!("incident drill from receipt {}", receipt);
     let body = json!({ "instance": target, "reason": reason, "sudo_user": admin::sudo_user() });

@@ -252,7 +252,7 @@ fn list(items: &[String]) -> String {
 }
 
 /// Ask the operator to type the target's name; false when they do not.
-fn confirm(name: &str) -> bool {
+pub(super) fn confirm(name: &str) -> bool {
     eprint!("Type {name:?} to confirm: ");
     let mut line = String::new();
     let _ = std::io::stdin().lock().read_line(&mut line);

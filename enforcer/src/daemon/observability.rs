@@ -82,15 +82,20 @@ impl Source for Receipts {
     }
 
     fn read_after(&self, after: u64, max: usize) -> Result<Vec<(u64, Value)>, String> {
-        let records = self
-            .0
-            .records_after(after, max)
-            .map_err(|e| e.to_string())?;
-        Ok(records
-            .into_iter()
-            .map(|r| (r.seq, serde_json::to_value(&r).unwrap_or(Value::Null)))
-            .collect())
+        let records = self.0.records_after(after, max);
+        events(records.map_err(|e| e.to_string())?, |r| r.seq)
     }
+}
+
+/// Records as (sequence number, JSON) for the exporters.
+fn events<R: serde::Serialize>(
+    records: Vec<R>,
+    seq: impl Fn(&R) -> u64,
+) -> Result<Vec<(u64, Value)>, String> {
+    records
+        .into_iter()
+        .map(|r| Ok((seq(&r), serde_json::to_value(&r).map_err(|e| e.to_string())?)))
+        .collect()
 }
 
 struct AdminRecords(Arc<AdminLog>);
@@ -105,13 +110,7 @@ impl Source for AdminRecords {
     }
 
     fn read_after(&self, after: u64, max: usize) -> Result<Vec<(u64, Value)>, String> {
-        let records = self
-            .0
-            .records_after(after, max)
-            .map_err(|e| e.to_string())?;
-        Ok(records
-            .into_iter()
-            .map(|r| (r.seq, serde_json::to_value(&r).unwrap_or(Value::Null)))
-            .collect())
+        let records = self.0.records_after(after, max);
+        events(records.map_err(|e| e.to_string())?, |r| r.seq)
     }
 }
