@@ -483,10 +483,11 @@ fn echo_ok(lines: &[Value]) -> bool {
 
 #[test]
 fn every_scope_previews_revokes_and_lifts_bindings_connectors_users_and_disabled_agents() {
-    let m = setup_with_drill_policy("admin-scopes", "", "");
+    let mut m = setup_with_drill_policy("admin-scopes", "", "");
+    let call = |m: &enforcer_tests::mcp::McpHost, instance: &str| {
+        m.client(instance, URL, &["--mode", "legacy", "--calls", "echo:hi"])
+    };
     let h = &m.host;
-    let call =
-        |instance: &str| m.client(instance, URL, &["--mode", "legacy", "--calls", "echo:hi"]);
     assert!(echo_ok(&call(&m, "s0")), "a call works before anything");
     let sessions = h.cli_json(&["sessions", "--json"]);
     let session = sessions["sessions"][0]["id"].as_str().unwrap().to_string();

@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 const EPERM: i64 = 1;
 const ECONNREFUSED: i64 = 111;
+const ECONNRESET: i64 = 104;
 const ECONNABORTED: i64 = 103;
 
 fn tunnel_host(name: &str) -> TestHost {
@@ -196,19 +197,27 @@ fn revoke_kills_a_blocked_reader_and_refuses_reconnects_and_later_instances() {
         String::from_utf8_lossy(&rev.stderr)
     );
     let report: Value = serde_json::from_slice(&rev.stdout).unwrap();
-    assert_eq!(report["kill"]["agent_sockets_destroyed"], 1, "{report}");
-    // Both proxy legs are gone: destroyed, or closed by the reset of the other first.
-    assert_eq!(report["kill"]["proxy_legs_found"], 2, "{report}");
+    // The agent's socket and both proxy legs are gone: each destroyed, or closed by the
+    // reset of its peer destroyed a moment before (the two legs are killed in parallel).
+    let k = &report["kill"];
+    assert_eq!(k["agent_sockets_found"], 1, "{report}");
+    assert_eq!(k["proxy_legs_found"], 2, "{report}");
+    let n = |f: &str| k[f].as_u64().unwrap();
     assert_eq!(
-        report["kill"]["proxy_legs_destroyed"].as_u64().unwrap()
-            + report["kill"]["already_closed"].as_u64().unwrap(),
-        2,
-        "client and upstream legs: {report}"
+        n("agent_sockets_destroyed") + n("proxy_legs_destroyed") + n("already_closed"),
+        3,
+        "agent socket, client and upstream legs: {report}"
     );
+    assert!(n("agent_sockets_destroyed") + n("proxy_legs_destroyed") >= 1);
     assert_eq!(report["kill"]["failed"], 0, "{report}");
 
     let ended = read_until(&mut out, |v| v.get("read_ended").is_some()).expect("read ended");
-    assert_eq!(ended["errno"], ECONNABORTED, "{ended}");
+    // Killed in the kernel: its own socket destroyed (ECONNABORTED) or its destroyed proxy
+    // leg's reset first (ECONNRESET); never a clean end of stream.
+    assert!(
+        ended["errno"] == ECONNABORTED || ended["errno"] == ECONNRESET,
+        "{ended}"
+    );
     let again = read_until(&mut out, |v| v.get("reconnect").is_some()).expect("reconnect");
     assert_eq!(again["reconnect"]["errno"], EPERM, "{again}");
     // The kernel program said why, through aya-log into the daemon's tracing output.
@@ -247,7 +256,12 @@ fn revoke_kills_a_blocked_reader_and_refuses_reconnects_and_later_instances() {
         String::from_utf8_lossy(&rev.stderr)
     );
     let ended = read_until(&mut bout, |v| v.get("read_ended").is_some()).expect("bystander killed");
-    assert_eq!(ended["errno"], ECONNABORTED, "{ended}");
+    // Both legs die at once: the agent's own socket destroyed (ECONNABORTED), or the reset of
+    // its destroyed proxy leg arriving first (ECONNRESET).
+    assert!(
+        ended["errno"] == ECONNABORTED || ended["errno"] == ECONNRESET,
+        "{ended}"
+    );
     let r = &host.in_cgroup("bystander/started-later", &["connect", &dest])[0];
     assert_eq!(r["errno"], EPERM, "new instance of a revoked agent: {r}");
     // exec refuses up front with a clear message and its own exit code.

@@ -333,8 +333,14 @@ pub fn kill() -> anyhow::Result<()> {
     host.start_daemon();
     let dest = host.upstream_v4(7010).to_string();
     println!(
-        "{:>6} {:>12} {:>14} {:>16} {:>14} {:>16}",
-        "flows", "kill us", "revoke->last", "first->last dead", "reconnect", "refused in us"
+        "{:>6} {:>12} {:>14} {:>17} {:>16} {:>14} {:>16}",
+        "flows",
+        "kill us",
+        "cli->last",
+        "confirmed->last",
+        "first->last dead",
+        "reconnect",
+        "refused in us"
     );
     for (round, n) in [1usize, 100, 1000].into_iter().enumerate() {
         let agent = format!("kill{round}");
@@ -372,11 +378,13 @@ pub fn kill() -> anyhow::Result<()> {
         let _ = holder.wait();
         let last = dead["last_dead_ns"].as_u64().unwrap_or(0);
         let first = dead["first_dead_ns"].as_u64().unwrap_or(0);
+        let confirmed = report["received_monotonic_ns"].as_u64().unwrap_or(t0);
         println!(
-            "{:>6} {:>12} {:>11.2} ms {:>13.2} ms {:>14} {:>16}",
+            "{:>6} {:>12} {:>11.2} ms {:>14.2} ms {:>13.2} ms {:>14} {:>16}",
             n,
             report["kill"]["elapsed"],
             last.saturating_sub(t0) as f64 / 1e6,
+            last.saturating_sub(confirmed) as f64 / 1e6,
             last.saturating_sub(first) as f64 / 1e6,
             again["reconnect"]["error"]
                 .as_str()
@@ -385,7 +393,7 @@ pub fn kill() -> anyhow::Result<()> {
             again["reconnect_us"]
         );
     }
-    println!("(kill us: the daemon's socket destruction; revoke->last: from the CLI's start, incl. its process start, the preview and the admin record, to the last flow's read returning)");
+    println!("(kill us: the daemon's socket destruction, both legs; cli->last: from the CLI's start, incl. its process start and the preview, to the last flow's read returning; confirmed->last: from the daemon receiving the confirmed revocation to the last flow's read returning, on CLOCK_MONOTONIC)");
     Ok(())
 }
 

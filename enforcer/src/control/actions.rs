@@ -101,6 +101,12 @@ pub fn scope_of(control: &Control, body: &Value) -> Result<Scope, QueryError> {
 
 /// Everything a revocation (or termination) of `scope` would touch, changing nothing.
 pub fn impact(control: &Control, scope: &Scope) -> Result<Value, QueryError> {
+    impact_with(control, scope, true)
+}
+
+/// `impact`, optionally without counting live flows in the kernel maps (a scan of every
+/// tracked socket: the revocation itself skips it, its kill report counts them).
+fn impact_with(control: &Control, scope: &Scope, count_flows: bool) -> Result<Value, QueryError> {
     let handles = control.proxy.sessions.find(|s| scope.covers(control, s));
     let mut sessions: Vec<_> = handles.iter().map(|s| s.info()).collect();
     sessions.sort_by(|a, b| a.id.cmp(&b.id));
@@ -177,6 +183,8 @@ pub fn impact(control: &Control, scope: &Scope) -> Result<Value, QueryError> {
     let client_flows: usize = handles.iter().map(|s| s.client_flows()).sum();
     let (agent_sockets, proxy_legs) = if cgroups.is_empty() {
         (client_flows, client_flows)
+    } else if !count_flows {
+        (0, 0)
     } else {
         let mut ids = cgroups.clone();
         ids.extend(agent_ids);
@@ -259,7 +267,10 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
     let target = target_of(&control, &body)?;
     let reason = reason_of(&body)?;
     let action = action_of(&body, "revoke");
-    let preview = impact(&control, &Scope::Target(target.clone()))?;
+    // When the confirmed request arrived, on the clock every process of the host shares (the
+    // kill benchmark measures from here to the last flow's death).
+    let received_ns = monotonic_ns();
+    let preview = impact_with(&control, &Scope::Target(target.clone()), false)?;
     let who = who(peer, &body);
     let rev = Revocation {
         target: target.clone(),
@@ -339,9 +350,20 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
         "revoked": true,
         "kill": kill,
         "elapsed_us": total_us,
+        "received_monotonic_ns": received_ns,
         "sessions_ended": ended,
         "admin_record": record.id,
     }))
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: ts is a valid timespec for clock_gettime to fill.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn metrics_scope(t: &Target) -> crate::metrics::RevocationScope {

@@ -94,7 +94,12 @@ fn events<R: serde::Serialize>(
 ) -> Result<Vec<(u64, Value)>, String> {
     records
         .into_iter()
-        .map(|r| Ok((seq(&r), serde_json::to_value(&r).map_err(|e| e.to_string())?)))
+        .map(|r| {
+            Ok((
+                seq(&r),
+                serde_json::to_value(&r).map_err(|e| e.to_string())?,
+            ))
+        })
         .collect()
 }
 
