@@ -207,13 +207,14 @@ pub fn deny(
     maps: &mut KernelMaps,
     rev: &Revocation,
 ) -> Result<(), RevokeError> {
-    let key = kernel_key(tree, &rev.target)?;
-    store.add(rev.clone())?;
-    if let Some((id, scope)) = key {
+    // The kernel first (new connects are refused from this instant), then the file that
+    // makes it survive restarts (an fsync: milliseconds).
+    if let Some((id, scope)) = kernel_key(tree, &rev.target)? {
         maps.revoked
             .insert(id, scope, 0)
             .map_err(KernelError::map("REVOKED"))?;
     }
+    store.add(rev.clone())?;
     Ok(())
 }
 
@@ -356,46 +357,56 @@ pub fn kill_cgroups(
 ) -> Result<KillReport, KernelError> {
     let started = Instant::now();
     let ids: HashSet<u64> = ids.iter().copied().collect();
+    // The agent's sockets first: they are what must stop. Each destroy also runs the peer's
+    // reset, so the work is split over two threads (two cores). The proxy legs follow; most
+    // have died of their peer's reset by then (counted as already closed).
     let agent_sockets = agent_sockets_of(maps, &ids);
+    let agents = destroy_split(&agent_sockets, || netns::distinct(pids.iter().copied()))?;
     let proxy_legs = proxy_legs_of(maps, &ids);
-
+    let daemon_pid = maps.settings().daemon_pid as i32;
+    let legs = destroy_split(&proxy_legs, || {
+        netns::distinct((daemon_pid > 0).then_some(daemon_pid))
+    })?;
     let mut report = KillReport {
         agent_sockets_found: agent_sockets.len(),
         proxy_legs_found: proxy_legs.len(),
+        agent_sockets_destroyed: agents.destroyed,
+        proxy_legs_destroyed: legs.destroyed,
+        already_closed: agents.absent + legs.absent,
+        failed: agents.failed + legs.failed,
         ..Default::default()
     };
-    // Both legs at once (one thread each): each destroy also runs the peer's reset, so the
-    // two halves overlap well on separate cores.
-    let daemon_pid = maps.settings().daemon_pid as i32;
-    let (agents, legs) = std::thread::scope(|scope| {
-        let legs = scope.spawn(|| {
-            if proxy_legs.is_empty() {
-                return Ok(DestroyReport::default());
-            }
-            destroy_across(
-                netns::distinct((daemon_pid > 0).then_some(daemon_pid)),
-                &proxy_legs,
-            )
-        });
-        let agents = if agent_sockets.is_empty() {
-            Ok(DestroyReport::default())
-        } else {
-            destroy_across(netns::distinct(pids), &agent_sockets)
-        };
-        let legs = legs.join().unwrap_or_else(|_| {
-            Err(KernelError::Kill(
-                "the proxy-leg kill thread panicked".into(),
-            ))
-        });
-        (agents, legs)
-    });
-    let (agents, legs) = (agents?, legs?);
-    report.agent_sockets_destroyed = agents.destroyed;
-    report.proxy_legs_destroyed = legs.destroyed;
-    report.already_closed = agents.absent + legs.absent;
-    report.failed = agents.failed + legs.failed;
     report.elapsed = started.elapsed();
     Ok(report)
+}
+
+/// `destroy_across` with the work halved over two threads (each with its own netlink socket).
+fn destroy_split(
+    ids: &[SocketId],
+    namespaces: impl Fn() -> Vec<netns::Netns> + Sync,
+) -> Result<DestroyReport, KernelError> {
+    if ids.len() < 64 {
+        return if ids.is_empty() {
+            Ok(DestroyReport::default())
+        } else {
+            destroy_across(namespaces(), ids)
+        };
+    }
+    let (left, right) = ids.split_at(ids.len() / 2);
+    let (a, b) = std::thread::scope(|scope| {
+        let other = scope.spawn(|| destroy_across(namespaces(), right));
+        let mine = destroy_across(namespaces(), left);
+        let other = other
+            .join()
+            .unwrap_or_else(|_| Err(KernelError::Kill("a kill thread panicked".into())));
+        (mine, other)
+    });
+    let (a, b) = (a?, b?);
+    Ok(DestroyReport {
+        destroyed: a.destroyed + b.destroyed,
+        absent: a.absent + b.absent,
+        failed: a.failed + b.failed,
+    })
 }
 
 /// Try `ids` in each namespace: a socket lives in exactly one and answers ENOENT elsewhere,
