@@ -295,10 +295,17 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
     blocking(move || {
         let mut maps =
             KernelMaps::open(&c.pin_dir).map_err(|e| QueryError::Store(e.to_string()))?;
-        revocation::deny(&c.tree, &c.revocations, &mut maps, &r).map_err(query_error)
+        revocation::deny_in_kernel(&c.tree, &mut maps, &r.target).map_err(query_error)
     })
     .await?;
-    let all = control.revocations.load().unwrap_or_default();
+    // In force in the kernel; saved (an fsync) while the sessions end and the sockets die.
+    let c = control.clone();
+    let r = rev.clone();
+    let persisted = tokio::task::spawn_blocking(move || c.revocations.add(r));
+    let mut all = control.revocations.load().unwrap_or_default();
+    if !all.iter().any(|r| r.target == rev.target) {
+        all.push(rev.clone());
+    }
     crate::proxy::revocations::refresh_blocked(&control.proxy, &all);
     let mut ended = crate::proxy::revocations::end_sessions(&control.proxy, &rev).await;
     drain(&handles).await;
@@ -311,6 +318,14 @@ pub async fn revoke(control: Arc<Control>, peer: &Peer, body: Value) -> Result<V
     })
     .await?;
     let total_us = started.elapsed().as_micros() as u64;
+    persisted
+        .await
+        .map_err(|e| QueryError::Store(e.to_string()))?
+        .map_err(|e| {
+            QueryError::Store(format!(
+                "{target} is revoked in the kernel but the revocation could not be saved (it would not survive a reboot): {e}"
+            ))
+        })?;
     control.proxy.metrics.revocation(
         metrics_scope(&target),
         started.elapsed(),

@@ -209,12 +209,23 @@ pub fn deny(
 ) -> Result<(), RevokeError> {
     // The kernel first (new connects are refused from this instant), then the file that
     // makes it survive restarts (an fsync: milliseconds).
-    if let Some((id, scope)) = kernel_key(tree, &rev.target)? {
+    deny_in_kernel(tree, maps, &rev.target)?;
+    store.add(rev.clone())?;
+    Ok(())
+}
+
+/// The kernel half of `deny`: new connects of `target` are refused from now on (the daemon
+/// persists the revocation while it kills, off the critical path).
+pub fn deny_in_kernel(
+    tree: &AgentsTree,
+    maps: &mut KernelMaps,
+    target: &Target,
+) -> Result<(), RevokeError> {
+    if let Some((id, scope)) = kernel_key(tree, target)? {
         maps.revoked
             .insert(id, scope, 0)
             .map_err(KernelError::map("REVOKED"))?;
     }
-    store.add(rev.clone())?;
     Ok(())
 }
 
