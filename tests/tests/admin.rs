@@ -291,10 +291,7 @@ fn terminating_sessions_cuts_the_call_closes_the_server_session_and_answers_404_
         t["upstream_deletes"].as_u64().unwrap() >= 1,
         "server session closed: {t}"
     );
-    assert!(
-        t["kill"]["agent_sockets_destroyed"].as_u64().unwrap() >= 1,
-        "{t}"
-    );
+    assert_eq!(t["kill"]["failed"], 0, "{t}");
     // The in-flight call is cut with a proper JSON-RPC error naming why, not a dropped
     // connection.
     let end = read_until(&mut out, |v| {
@@ -312,6 +309,10 @@ fn terminating_sessions_cuts_the_call_closes_the_server_session_and_answers_404_
     assert_eq!(end["code"], -32006, "{end}");
     assert_eq!(end["data"]["reason_code"], "session_terminated", "{end}");
     let _ = agent.wait();
+    // No proxy leg of the terminated session lingers (closed at the protocol level, or
+    // destroyed by the kernel kill that follows).
+    let after = h.cli_json(&["impact", "--agent", "sdk-agent", "--json"]);
+    assert_eq!(after["flows"]["proxy_legs"], 0, "{after}");
 
     // A client that insists on the old session id gets 404 with a JSON-RPC error.
     let up = h.up_v4.to_string();
@@ -439,15 +440,8 @@ fn the_drill_walks_the_twelve_steps_from_a_receipt_and_leaves_the_target_dead() 
     }
     let report: Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
     assert_eq!(report["flows_dead"], true, "{report}");
-    // The proxy's legs end with their sessions (in-flight calls answered first); the kernel
-    // destroys the agent's own sockets.
-    assert!(
-        report["revocation"]["kill"]["agent_sockets_destroyed"]
-            .as_u64()
-            .unwrap()
-            >= 1,
-        "{report}"
-    );
+    // Whatever the protocol-level end did not close, the kernel destroyed, without failure.
+    assert_eq!(report["revocation"]["kill"]["failed"], 0, "{report}");
     // The rehearsal target's stream is cut; the admin log names the drill.
     let end = read_until(&mut out, |v| {
         v.get("call").is_some() || v.get("error").is_some()
