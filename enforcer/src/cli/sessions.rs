@@ -125,7 +125,7 @@ fn terminate(config: &Config, a: TerminateArgs) -> anyhow::Result<ExitCode> {
 pub fn sessions_command(config: Config, args: SessionsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
         Some(SessionsCommand::Terminate(t)) => terminate(&config, t),
-        Some(SessionsCommand::Show(a)) => show(&config, "sessions", a, print_session),
+        Some(SessionsCommand::Show(a)) => Ok(show(&config, "sessions", a, print_session)),
         None => sessions(
             config,
             Args {
@@ -136,22 +136,47 @@ pub fn sessions_command(config: Config, args: SessionsArgs) -> anyhow::Result<Ex
     }
 }
 
-/// Fetch a listing for a table; with `--json` print it as is and return None.
-fn listing(config: &Config, path: &str, json: bool) -> Option<Result<Value, ExitCode>> {
-    match admin::get(config, path) {
-        Ok(v) if json => {
-            println!("{v}");
-            None
-        }
-        other => Some(other),
+/// Fetch a listing to print as a table. Err is the exit code when there is nothing more to
+/// do: with `--json` the listing was printed as is; or the daemon refused.
+fn listing(config: &Config, path: &str, json: bool) -> Result<Value, ExitCode> {
+    let v = admin::get(config, path)?;
+    if json {
+        println!("{v}");
+        return Err(ExitCode::SUCCESS);
     }
+    Ok(v)
+}
+
+/// `X show ID` (printed with `print`), else the listing of `kind` for a table (see `listing`).
+fn listing_or_show(
+    config: &Config,
+    kind: &str,
+    args: Args,
+    print: fn(&Value),
+) -> Result<Value, ExitCode> {
+    match args.show {
+        Some(ShowCommand::Show(a)) => Err(show(config, kind, a, print)),
+        None => listing(config, &format!("/v1/{kind}"), args.json),
+    }
+}
+
+/// A JSON array of strings as "a, b, c".
+fn names(v: &Value) -> String {
+    v.as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default()
 }
 
 pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let v = match listing(&config, "/v1/sessions", args.json) {
-        Some(Ok(v)) => v,
-        Some(Err(code)) => return Ok(code),
-        None => return Ok(ExitCode::SUCCESS),
+        Ok(v) => v,
+        Err(code) => return Ok(code),
     };
     let rows = v["sessions"].as_array().cloned().unwrap_or_default();
     println!(
@@ -192,14 +217,14 @@ pub fn sessions(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 /// `X show ID`: fetch one item; print it as JSON or with `print`.
-fn show(config: &Config, kind: &str, a: ShowArgs, print: fn(&Value)) -> anyhow::Result<ExitCode> {
+fn show(config: &Config, kind: &str, a: ShowArgs, print: fn(&Value)) -> ExitCode {
     let id: String = form_urlencoded::byte_serialize(a.id.as_bytes()).collect();
     match admin::get(config, &format!("/v1/{kind}/{id}")) {
         Ok(v) if a.json => println!("{v}"),
         Ok(v) => print(&v),
-        Err(code) => return Ok(code),
+        Err(code) => return code,
     }
-    Ok(ExitCode::SUCCESS)
+    ExitCode::SUCCESS
 }
 
 /// One "key  value" line; JSON strings without quotes, absent values as "-".
@@ -327,26 +352,15 @@ fn print_agent(a: &Value) {
                 "live   "
             },
             i["pids"].as_array().map(Vec::len).unwrap_or(0),
-            i["sessions"]
-                .as_array()
-                .map(|s| s
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(", "))
-                .unwrap_or_default()
+            names(&i["sessions"])
         );
     }
 }
 
 pub fn connectors(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(ShowCommand::Show(a)) = args.show {
-        return show(&config, "connectors", a, print_connector);
-    }
-    let v = match listing(&config, "/v1/connectors", args.json) {
-        Some(Ok(v)) => v,
-        Some(Err(code)) => return Ok(code),
-        None => return Ok(ExitCode::SUCCESS),
+    let v = match listing_or_show(&config, "connectors", args, print_connector) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
     };
     println!(
         "{:<14} {:<9} {:<10} {:<32} {:<10} {:>10}  LAST ERROR",
@@ -376,13 +390,9 @@ pub fn connectors(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn agents(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(ShowCommand::Show(a)) = args.show {
-        return show(&config, "agents", a, print_agent);
-    }
-    let v = match listing(&config, "/v1/agents", args.json) {
-        Some(Ok(v)) => v,
-        Some(Err(code)) => return Ok(code),
-        None => return Ok(ExitCode::SUCCESS),
+    let v = match listing_or_show(&config, "agents", args, print_agent) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
     };
     println!(
         "{:<20} {:<20} {:>10} {:<9} {:>6}  SESSIONS",
@@ -408,14 +418,7 @@ pub fn agents(config: Config, args: Args) -> anyhow::Result<ExitCode> {
                     "live"
                 },
                 i["processes"],
-                i["sessions"]
-                    .as_array()
-                    .map(|s| s
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(", "))
-                    .unwrap_or_default()
+                names(&i["sessions"])
             );
         }
     }
@@ -423,13 +426,9 @@ pub fn agents(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 }
 
 pub fn bindings(config: Config, args: Args) -> anyhow::Result<ExitCode> {
-    if let Some(ShowCommand::Show(a)) = args.show {
-        return show(&config, "bindings", a, print_binding);
-    }
-    let v = match listing(&config, "/v1/bindings", args.json) {
-        Some(Ok(v)) => v,
-        Some(Err(code)) => return Ok(code),
-        None => return Ok(ExitCode::SUCCESS),
+    let v = match listing_or_show(&config, "bindings", args, print_binding) {
+        Ok(v) => v,
+        Err(code) => return Ok(code),
     };
     println!(
         "{:<24} {:<14} {:<14} {:<10} {:<8} STATUS",
@@ -455,9 +454,8 @@ pub fn bindings(config: Config, args: Args) -> anyhow::Result<ExitCode> {
 
 pub fn exports(config: Config, args: Args) -> anyhow::Result<ExitCode> {
     let v = match listing(&config, "/v1/export", args.json) {
-        Some(Ok(v)) => v,
-        Some(Err(code)) => return Ok(code),
-        None => return Ok(ExitCode::SUCCESS),
+        Ok(v) => v,
+        Err(code) => return Ok(code),
     };
     let Some(sinks) = v["sinks"].as_array() else {
         println!("no export sinks configured ([export] in the config)");
