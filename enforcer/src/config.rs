@@ -316,9 +316,14 @@ impl Config {
         self.paths.state_dir.join("revocations.json")
     }
 
-    /// The sled store: receipts, policy versions, the admin log.
+    /// The sled store: receipt indexes, policy versions, the admin log.
     pub fn store_dir(&self) -> PathBuf {
         self.paths.state_dir.join("store")
+    }
+
+    /// The receipts log (hash-chained JSON-lines segments).
+    pub fn receipts_dir(&self) -> PathBuf {
+        self.paths.state_dir.join("receipts")
     }
 
     pub fn pid_file(&self) -> PathBuf {

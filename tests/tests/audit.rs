@@ -494,11 +494,11 @@ fn receipts_survive_restarts_and_tampering_is_detected() {
     assert!(search(&m, &[]).len() > before.len());
     assert_eq!(m.host.cli_json(&["audit", "verify", "--json"])["ok"], true);
 
-    // Tamper with the stored chain (daemon stopped: sled is single-process).
+    // Tamper with the receipts log (one line of a segment file).
     m.host.stop_daemon();
-    let store = m.host.dir.join("state/store");
+    let log = m.host.dir.join("state/receipts");
     let target = before[before.len() - 2]["seq"].as_u64().unwrap();
-    tamper(&store, target, |record| {
+    tamper(&log, target, |record| {
         record["record"]["outcome"]["status"] = json!("ok-but-forged");
     });
     let report = m.host.enforcer(&["audit", "verify", "--json"]);
@@ -515,24 +515,31 @@ fn receipts_survive_restarts_and_tampering_is_detected() {
     assert!(String::from_utf8_lossy(&text.stdout).contains("AUDIT CHAIN BROKEN"));
 }
 
-/// Rewrite the stored record with sequence `seq` (its JSON, as the store keeps it).
-fn tamper(store: &std::path::Path, seq: u64, edit: impl FnOnce(&mut Value)) {
-    let db = sled::open(store).expect("open the store");
-    let key = seq.to_be_bytes();
-    for name in db.tree_names() {
-        let tree = db.open_tree(&name).unwrap();
-        if !String::from_utf8_lossy(&name).starts_with("audit.receipts") {
+/// Rewrite the stored entry with sequence `seq` (a line of a segment file of the receipts
+/// log, as an editor with write access to the state directory would).
+fn tamper(log: &std::path::Path, seq: u64, edit: impl FnOnce(&mut Value)) {
+    let mut segments: Vec<_> = std::fs::read_dir(log)
+        .expect("the receipts log")
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    segments.sort();
+    for path in segments {
+        let text = std::fs::read_to_string(&path).unwrap();
+        let mut lines: Vec<String> = text.lines().map(String::from).collect();
+        let Some(i) = lines
+            .iter()
+            .position(|l| serde_json::from_str::<Value>(l).is_ok_and(|v| v["seq"] == json!(seq)))
+        else {
             continue;
-        }
-        if let Some(raw) = tree.get(key).unwrap() {
-            let mut v: Value = serde_json::from_slice(&raw).unwrap();
-            edit(&mut v);
-            tree.insert(key, serde_json::to_vec(&v).unwrap()).unwrap();
-            db.flush().unwrap();
-            return;
-        }
+        };
+        let mut v: Value = serde_json::from_str(&lines[i]).unwrap();
+        edit(&mut v);
+        lines[i] = serde_json::to_string(&v).unwrap();
+        std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+        return;
     }
-    panic!("no record with seq {seq} in {}", store.display());
+    panic!("no entry with seq {seq} in {}", log.display());
 }
 
 #[test]

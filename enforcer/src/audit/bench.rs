@@ -56,9 +56,17 @@ impl TempDb {
     }
 }
 
+impl TempDb {
+    /// The receipts log beside the sled directory.
+    fn log(&self) -> PathBuf {
+        self.dir.with_extension("log")
+    }
+}
+
 impl Drop for TempDb {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.dir);
+        let _ = std::fs::remove_dir_all(self.log());
     }
 }
 
@@ -225,7 +233,7 @@ pub fn bench_append(n: usize, durability: Durability) -> Result<AppendReport> {
     let n64 = n as u64;
     let (single_per_sec, single_flushes, mut lat, single_direct) = rt.block_on(async {
         let tmp = TempDb::new("append1")?;
-        let store = AuditStore::open_tuned(&tmp.db, durability, tuning())?;
+        let store = AuditStore::open_tuned(&tmp.db, &tmp.log(), durability, tuning())?;
         let mut rng = Rng(1);
         let receipts: Vec<Receipt> = (0..n64)
             .map(|i| synthetic_receipt(i, n64, &mut rng))
@@ -256,7 +264,12 @@ pub fn bench_append(n: usize, durability: Durability) -> Result<AppendReport> {
     let (concurrent_per_sec, concurrent_flushes, concurrent_batches, index_lag, index_per_sec) =
         rt16.block_on(async {
             let tmp = TempDb::new("append16")?;
-            let store = Arc::new(AuditStore::open_tuned(&tmp.db, durability, tuning())?);
+            let store = Arc::new(AuditStore::open_tuned(
+                &tmp.db,
+                &tmp.log(),
+                durability,
+                tuning(),
+            )?);
             let mut rng = Rng(2);
             let mut per_task: Vec<Vec<Receipt>> = vec![Vec::new(); TASKS];
             for i in 0..n64 {
@@ -355,7 +368,11 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
 pub fn bench_search(total: usize, reps: usize) -> Result<SearchReport> {
     let rt = runtime();
     let tmp = TempDb::new("search")?;
-    let store = AuditStore::open(&tmp.db, Durability::Window(Duration::from_secs(1)))?;
+    let store = AuditStore::open(
+        &tmp.db,
+        &tmp.log(),
+        Durability::Window(Duration::from_secs(1)),
+    )?;
     let total64 = total as u64;
     let mut rng = Rng(42);
     let t = Instant::now();

@@ -187,14 +187,13 @@ pub struct PreparedRecord {
     canon: Vec<u8>,
     id_slot: (usize, usize),
     seq_slot: (usize, usize),
-    side_keys: Vec<Vec<u8>>,
 }
 
 impl PreparedRecord {
     /// Serializes `record` (its current seq and id are ignored). The record must serialize to
     /// an object with top-level `id` and `seq` fields (`Receipt` does). Each side key must be
     /// at least 8 bytes long; its last 8 bytes are overwritten with the assigned seq.
-    pub fn new<R: ChainRecord>(record: &R, side_keys: Vec<Vec<u8>>) -> Result<Self> {
+    pub fn new<R: ChainRecord>(record: &R) -> Result<Self> {
         let mut v = serde_json::to_value(record)?;
         let Value::Object(map) = &mut v else {
             return Err(AuditError::Corrupt("record is not a JSON object".into()));
@@ -206,9 +205,6 @@ impl PreparedRecord {
         }
         map.insert("id".into(), Value::String(String::new()));
         map.insert("seq".into(), Value::from(0u64));
-        if side_keys.iter().any(|k| k.len() < 8) {
-            return Err(AuditError::Corrupt("side key shorter than 8 bytes".into()));
-        }
         let (canon, [id_slot, seq_slot]) = canonical_json_with_slots(&v, ["id", "seq"]);
         let (Some(id_slot), Some(seq_slot)) = (id_slot, seq_slot) else {
             return Err(AuditError::Corrupt("record slots not found".into()));
@@ -221,12 +217,18 @@ impl PreparedRecord {
             canon,
             id_slot,
             seq_slot,
-            side_keys,
         })
     }
 
-    /// Hash of the record at `seq` linked to `prev`, and the stored entry bytes.
-    fn entry(&self, seq: u64, id: &str, prev: &[u8; 32]) -> Result<([u8; 32], Vec<u8>)> {
+    /// Appends the stored entry bytes of the record at `seq` linked to `prev` to `out`;
+    /// returns its hash.
+    pub fn write_entry(
+        &self,
+        seq: u64,
+        id: &str,
+        prev: &[u8; 32],
+        out: &mut Vec<u8>,
+    ) -> Result<[u8; 32]> {
         let id_json = serde_json::to_vec(id)?;
         let mut seq_buf = [0u8; 20];
         let seq_len = {
@@ -247,19 +249,21 @@ impl PreparedRecord {
             h.update(p);
         }
         let hash: [u8; 32] = h.finalize().into();
-        let mut e = Vec::with_capacity(self.canon.len() + id_json.len() + 200);
-        e.extend_from_slice(b"{\"seq\":");
-        e.extend_from_slice(&seq_buf[..seq_len]);
-        e.extend_from_slice(b",\"prev_hash\":\"");
-        e.extend_from_slice(hex::encode(prev).as_bytes());
-        e.extend_from_slice(b"\",\"hash\":\"");
-        e.extend_from_slice(hex::encode(hash).as_bytes());
-        e.extend_from_slice(b"\",\"record\":");
+        let mut hex_buf = [0u8; 64];
+        out.extend_from_slice(b"{\"seq\":");
+        out.extend_from_slice(&seq_buf[..seq_len]);
+        out.extend_from_slice(b",\"prev_hash\":\"");
+        hex::encode_to_slice(prev, &mut hex_buf).expect("64 hex digits");
+        out.extend_from_slice(&hex_buf);
+        out.extend_from_slice(b"\",\"hash\":\"");
+        hex::encode_to_slice(hash, &mut hex_buf).expect("64 hex digits");
+        out.extend_from_slice(&hex_buf);
+        out.extend_from_slice(b"\",\"record\":");
         for p in parts {
-            e.extend_from_slice(p);
+            out.extend_from_slice(p);
         }
-        e.push(b'}');
-        Ok((hash, e))
+        out.push(b'}');
+        Ok(hash)
     }
 }
 
@@ -355,6 +359,7 @@ impl<R: ChainRecord> Chain<R> {
         })
     }
 
+    #[cfg(test)]
     pub fn tree(&self) -> &Tree {
         &self.tree
     }
@@ -416,36 +421,6 @@ impl<R: ChainRecord> Chain<R> {
         let new_head = Head { seq, hash: prev };
         self.commit(&mut head, main, side, new_head)?;
         Ok(out)
-    }
-
-    /// Appends prepared records in order (see [`PreparedRecord`]); returns the seq of the
-    /// first one (the others follow contiguously). On error nothing was appended and the head
-    /// is unchanged. The caller assigns the seqs to its own copies of the records.
-    pub fn append_prepared(&self, records: &[&PreparedRecord]) -> Result<u64> {
-        let mut head = self.head.lock()?;
-        let first = head.seq + 1;
-        let mut seq = head.seq;
-        let mut prev = head.hash;
-        let mut main = Batch::default();
-        let mut side = Batch::default();
-        for rec in records {
-            seq += 1;
-            let (hash, bytes) = rec.entry(seq, &R::id_for(seq), &prev)?;
-            main.insert(&seq_key(seq), bytes);
-            for k in &rec.side_keys {
-                let mut k = k.clone();
-                let n = k.len();
-                k[n - 8..].copy_from_slice(&seq.to_be_bytes());
-                match self.side {
-                    Side::Shared(_) => main.insert(k, &[][..]),
-                    _ => side.insert(k, &[][..]),
-                }
-            }
-            prev = hash;
-        }
-        let new_head = Head { seq, hash: prev };
-        self.commit(&mut head, main, side, new_head)?;
-        Ok(first)
     }
 
     /// Writes a batch and its head (under the writer lock `head`), then advances the head.
@@ -720,51 +695,19 @@ mod tests {
     use crate::audit::receipt::Receipt;
     use crate::audit::store::tests::{full_receipt, tmp_db};
 
-    /// A chain of `n` receipts in the receipts store's layout (index keys in the same tree,
-    /// written through the prepared path the store uses) and its db.
+    /// A chain of `n` receipts in the old receipts store's layout (index keys in the same
+    /// tree) and its db.
     fn chain(n: u64) -> (sled::Db, Chain<Receipt>) {
         let db = tmp_db();
         let c = Chain::open_shared(db.open_tree("c").unwrap(), INDEX_NS.to_vec()).unwrap();
         for i in 1..=n {
-            let r = full_receipt(i);
-            let p = PreparedRecord::new(&r, index_keys(&r)).unwrap();
-            assert_eq!(c.append_prepared(&[&p]).unwrap(), i);
+            assert_eq!(c.append(full_receipt(i), index_keys).unwrap().seq, i);
         }
         (db, c)
     }
 
     #[test]
-    fn prepared_path_matches_the_plain_path() {
-        let db = tmp_db();
-        let plain: Chain<Receipt> =
-            Chain::open_shared(db.open_tree("a").unwrap(), INDEX_NS.to_vec()).unwrap();
-        let prepared: Chain<Receipt> =
-            Chain::open_shared(db.open_tree("b").unwrap(), INDEX_NS.to_vec()).unwrap();
-        let mut rs: Vec<Receipt> = (1..=4).map(full_receipt).collect();
-        rs[1].seq = 77; // ignored
-        rs[2].id = "bogus\"id".into(); // ignored
-        rs[3].request = None;
-        plain.append_batch(rs.clone(), index_keys).unwrap();
-        let ps: Vec<PreparedRecord> = rs
-            .iter()
-            .map(|r| PreparedRecord::new(r, index_keys(r)).unwrap())
-            .collect();
-        assert_eq!(prepared.append_prepared(&[&ps[0]]).unwrap(), 1);
-        assert_eq!(
-            prepared.append_prepared(&[&ps[1], &ps[2], &ps[3]]).unwrap(),
-            2
-        );
-        assert_eq!(plain.head().unwrap(), prepared.head().unwrap());
-        for seq in 1..=4 {
-            let (a, b) = (raw(&plain, seq), raw(&prepared, seq));
-            assert_eq!(a, b, "seq {seq}");
-        }
-        let keys = |c: &Chain<Receipt>| -> Vec<sled::IVec> {
-            c.tree().iter().keys().map(|k| k.unwrap()).collect()
-        };
-        assert_eq!(keys(&plain), keys(&prepared));
-        assert!(prepared.verify().unwrap().is_ok());
-        assert_eq!(prepared.get(3).unwrap().unwrap().id, "R000000000003");
+    fn prefix_end_is_the_first_key_after_the_prefix() {
         assert_eq!(prefix_end(b"i"), Some(b"j".to_vec()));
         assert_eq!(prefix_end(&[1, 0xff]), Some(vec![2]));
         assert_eq!(prefix_end(&[0xff]), None);

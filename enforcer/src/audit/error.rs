@@ -17,6 +17,8 @@ pub enum AuditError {
     BadCursor(String),
     #[error("corrupt audit store: {0}")]
     Corrupt(String),
+    #[error("receipts log: {0}")]
+    Io(String),
 }
 
 pub type Result<T, E = AuditError> = std::result::Result<T, E>;

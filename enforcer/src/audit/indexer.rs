@@ -1,7 +1,7 @@
 //! Background indexer: writes the secondary index keys of receipts after they are in the chain,
 //! off the append path.
 //!
-//! The append path writes only record + head. After a batch is committed, the writer hands the
+//! The append path writes only the record to the log. After a batch is written, the writer hands the
 //! receipts' index keys (already computed on the callers' tasks, seq placeholder at the end) to
 //! this thread over a bounded channel (`try_send`: when it is full the keys are dropped and the
 //! indexer rebuilds them from the stored records instead). The indexer applies the keys of up
@@ -22,24 +22,17 @@ use std::time::{Duration, Instant};
 
 use sled::Batch;
 
-use super::chain::Chain;
 use super::error::{AuditError, Result};
 use super::index::{index_keys, MARK_KEY};
+use super::log::ReceiptLog;
 use super::receipt::Receipt;
 
-/// Most receipts indexed per `apply_batch`. sled's `apply_batch` holds a process-wide write
-/// lock for its whole duration (~10 us per key here, ~11 keys per receipt), blocking the
-/// appends' own batches, so this bounds the stall an append can see (~32 * 110 us = 3.5 ms).
-pub const INDEX_BATCH: usize = 8;
-/// While appends are flowing (one in the last [`IDLE_GAP`]) the indexer stays behind by up
-/// to this many receipts, so it does not take CPU and sled's write lock from the hot path.
-pub const LAG_SOFT: u64 = 10_000;
-/// Above this lag the indexer runs flat out even while appends flow (appends slow down);
-/// between [`LAG_SOFT`] and this it pauses 3x as long as each batch took (about a quarter of
-/// sled's write lock and of a core).
-pub const LAG_HARD: u64 = 50_000;
-/// Appends this close together count as "flowing".
-pub const IDLE_GAP: Duration = Duration::from_millis(2);
+/// Most receipts indexed per `apply_batch` (about 11 keys each). The hot path never waits
+/// for sled (receipts go to the log), so batches are sized for the indexer's own efficiency.
+pub const INDEX_BATCH: usize = 512;
+/// After a batch smaller than [`INDEX_BATCH`], the indexer waits this long for more receipts
+/// (fewer, larger batches: about 100 wake-ups a second under load instead of one per append).
+pub const GATHER: Duration = Duration::from_millis(10);
 /// Receipts whose keys may wait for the indexer (channel + its buffer, ~0.7 KB each) before
 /// further keys are dropped (rebuilt from the records instead).
 pub const HANDOFF_DEPTH: usize = 50_000;
@@ -78,12 +71,6 @@ impl IndexerState {
     pub fn note_write(&self) {
         self.last_write.store(self.now(), Ordering::Relaxed);
     }
-
-    fn appends_flowing(&self) -> bool {
-        self.now()
-            .saturating_sub(self.last_write.load(Ordering::Relaxed))
-            < IDLE_GAP.as_nanos() as u64
-    }
 }
 
 pub struct Indexer {
@@ -116,8 +103,13 @@ impl Indexer {
     /// Starts the indexer thread. `mark` is the stored watermark, clamped to the chain head
     /// (entries above a clamped mark, if any, point to seqs not stored or reused; search
     /// re-checks every record it loads against the query).
-    pub fn start(chain: Arc<Chain<Receipt>>, mark: u64, paused: bool) -> Result<Self> {
-        let mark = mark.min(chain.len()?);
+    pub fn start(
+        log: Arc<ReceiptLog<Receipt>>,
+        tree: sled::Tree,
+        mark: u64,
+        paused: bool,
+    ) -> Result<Self> {
+        let mark = mark.min(log.len());
         let state = Arc::new(IndexerState {
             epoch: Some(Instant::now()),
             ..Default::default()
@@ -128,7 +120,7 @@ impl Indexer {
         let st = state.clone();
         let thread = std::thread::Builder::new()
             .name("audit-indexer".into())
-            .spawn(move || Worker::new(chain, st, rx, mark).run())
+            .spawn(move || Worker::new(log, tree, st, rx, mark).run())
             .map_err(|e| AuditError::Flush(format!("cannot start audit indexer: {e}")))?;
         Ok(Indexer {
             tx: Some(tx),
@@ -170,7 +162,8 @@ impl Drop for Indexer {
 }
 
 struct Worker {
-    chain: Arc<Chain<Receipt>>,
+    log: Arc<ReceiptLog<Receipt>>,
+    tree: sled::Tree,
     state: Arc<IndexerState>,
     rx: Receiver<Handoff>,
     /// Next seq to index.
@@ -182,13 +175,15 @@ struct Worker {
 
 impl Worker {
     fn new(
-        chain: Arc<Chain<Receipt>>,
+        log: Arc<ReceiptLog<Receipt>>,
+        tree: sled::Tree,
         state: Arc<IndexerState>,
         rx: Receiver<Handoff>,
         mark: u64,
     ) -> Self {
         Worker {
-            chain,
+            log,
+            tree,
             state,
             rx,
             next: mark + 1,
@@ -212,26 +207,10 @@ impl Worker {
                 std::thread::sleep(Duration::from_millis(2));
                 continue;
             }
-            let lag = self
-                .chain
-                .len()
-                .unwrap_or(0)
-                .saturating_sub(self.next.saturating_sub(1));
-            let flowing = self.state.appends_flowing();
-            if flowing && lag > 0 && lag < LAG_SOFT {
-                // Stay out of the hot path's way; keep the handoffs flowing in.
-                self.drain_channel();
-                std::thread::sleep(Duration::from_micros(500));
-                continue;
-            }
-            let t = Instant::now();
             match self.step() {
-                Ok(true) => {
-                    if flowing && lag < LAG_HARD {
-                        std::thread::sleep(t.elapsed() * 3);
-                    }
-                }
-                Ok(false) => {
+                Ok(n) if n == INDEX_BATCH => {}
+                Ok(n) if n > 0 => std::thread::sleep(GATHER),
+                Ok(_) => {
                     if self.disconnected {
                         std::thread::sleep(Duration::from_millis(5));
                         continue;
@@ -267,23 +246,23 @@ impl Worker {
         }
     }
 
-    /// Indexes up to [`INDEX_BATCH`] receipts; false when there was nothing to do.
-    fn step(&mut self) -> Result<bool> {
+    /// Indexes up to [`INDEX_BATCH`] receipts; returns how many.
+    fn step(&mut self) -> Result<usize> {
         if self.buf.len() < INDEX_BATCH {
             self.drain_channel();
         }
-        let head = self.chain.len()?;
+        let head = self.log.len();
         let mut batch = Batch::default();
         let start = self.next;
         let mut next = self.next;
         let mut count = 0;
         // Keys of seqs missing from the handoffs (dropped, or from before this start) are
         // rebuilt from the records.
-        let chain = self.chain.clone();
-        let from_tree =
+        let log = self.log.clone();
+        let from_log =
             |batch: &mut Batch, upto: u64, next: &mut u64, count: &mut usize| -> Result<()> {
                 let upto = upto.min(*next + (INDEX_BATCH - *count) as u64 - 1);
-                for r in chain.records_in(*next, upto) {
+                for r in log.records_in(*next, upto) {
                     let r = r?;
                     for k in index_keys(&r) {
                         batch.insert(k, &[][..]);
@@ -300,7 +279,7 @@ impl Worker {
                     self.state.queued.fetch_sub(1, Ordering::Relaxed);
                 }
                 Some((seq, _)) if *seq > next => {
-                    from_tree(&mut batch, seq - 1, &mut next, &mut count)?
+                    from_log(&mut batch, seq - 1, &mut next, &mut count)?
                 }
                 Some(_) => {
                     let (seq, keys) = self.buf.pop_front().expect("front");
@@ -311,16 +290,16 @@ impl Worker {
                     next = seq + 1;
                     count += 1;
                 }
-                None if next <= head => from_tree(&mut batch, head, &mut next, &mut count)?,
+                None if next <= head => from_log(&mut batch, head, &mut next, &mut count)?,
                 None => break,
             }
         }
         if next == start {
-            return Ok(false);
+            return Ok(0);
         }
         batch.insert(MARK_KEY, &(next - 1).to_be_bytes()[..]);
         self.state.busy.store(true, Ordering::Release);
-        let res = self.chain.tree().apply_batch(batch);
+        let res = self.tree.apply_batch(batch);
         self.state.busy.store(false, Ordering::Release);
         res?;
         self.next = next;
@@ -329,6 +308,6 @@ impl Worker {
         if let Ok(mut f) = self.state.failed.lock() {
             *f = None;
         }
-        Ok(true)
+        Ok(count)
     }
 }

@@ -1,5 +1,5 @@
-//! Audit receipts: the fixed `Receipt` contract, a hash-chained append-only store in sled with
-//! secondary indexes, search, session replay, and benchmarks.
+//! Audit receipts: the fixed `Receipt` contract, a hash-chained append-only log of segment
+//! files with secondary indexes in sled, search, session replay, and benchmarks.
 
 pub mod bench;
 pub mod canonical;
@@ -8,6 +8,7 @@ pub mod durability;
 pub mod error;
 pub mod index;
 pub mod indexer;
+pub mod log;
 pub mod receipt;
 pub mod search;
 pub mod store;

@@ -15,9 +15,9 @@
 
 use std::collections::BTreeSet;
 
-use super::chain::Chain;
 use super::error::{AuditError, Result};
 use super::index::{decode_position, entry_key, field_prefix, position, range, time_prefix, Field};
+use super::log::ReceiptLog;
 use super::receipt::Receipt;
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -113,7 +113,12 @@ fn matches(r: &Receipt, filters: &[(Field, &str)], q: &Query, before: Option<(u6
 /// Runs `q` against the receipts chain: through the indexes for receipts with seq <=
 /// `indexed` (the indexer's mark), and by reading the records above the mark directly; the
 /// two are merged newest first by (time_ns, seq).
-pub fn search(chain: &Chain<Receipt>, indexed: u64, q: &Query) -> Result<Page> {
+pub fn search(
+    log: &ReceiptLog<Receipt>,
+    index: &sled::Tree,
+    indexed: u64,
+    q: &Query,
+) -> Result<Page> {
     let limit = q.page_size();
     let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
     if let (Some(s), Some(u)) = (q.since, q.until) {
@@ -122,14 +127,14 @@ pub fn search(chain: &Chain<Receipt>, indexed: u64, q: &Query) -> Result<Page> {
         }
     }
     // Read after the mark: every seq in (indexed, head] is stored and visible.
-    let head = chain.len()?;
+    let head = log.len();
     let filters = q.filters();
     let mut page = Page::default();
 
     // Not yet indexed: match the records themselves.
     let mut hits: Vec<Receipt> = Vec::new();
     if head > indexed {
-        for r in chain.records_in(indexed + 1, head) {
+        for r in log.records_in(indexed + 1, head) {
             let r = r?;
             page.scanned += 1;
             if matches(&r, &filters, q, before) {
@@ -140,7 +145,8 @@ pub fn search(chain: &Chain<Receipt>, indexed: u64, q: &Query) -> Result<Page> {
         hits.truncate(limit);
     }
     search_indexed(
-        chain,
+        log,
+        index,
         indexed,
         q,
         &filters,
@@ -163,7 +169,8 @@ pub fn search(chain: &Chain<Receipt>, indexed: u64, q: &Query) -> Result<Page> {
 /// newest first.
 #[allow(clippy::too_many_arguments)]
 fn search_indexed(
-    chain: &Chain<Receipt>,
+    log: &ReceiptLog<Receipt>,
+    index: &sled::Tree,
     indexed: u64,
     q: &Query,
     filters: &[(Field, &str)],
@@ -175,7 +182,6 @@ fn search_indexed(
     if indexed == 0 {
         return Ok(());
     }
-    let index = chain.tree();
     let prefixes: Vec<Vec<u8>> = filters.iter().map(|(f, v)| field_prefix(*f, v)).collect();
 
     // Choose the driver: the candidate with the fewest keys in range (probe capped).
@@ -229,7 +235,7 @@ fn search_indexed(
         }
         // Re-check the record itself: a stale entry (e.g. a seq lost in a crash and reused)
         // must not produce a wrong hit.
-        let Some(r) = chain.get(seq)? else { continue };
+        let Some(r) = log.get(seq)? else { continue };
         if r.time_ns != time_ns || !matches(&r, filters, q, before) {
             continue;
         }
@@ -244,16 +250,20 @@ fn search_indexed(
 
 /// All receipts of an enforcer session id or a protocol session id, in chain order: through
 /// the indexes up to the indexer's mark `indexed`, and by reading the records above it.
-pub fn replay(chain: &Chain<Receipt>, indexed: u64, session: &str) -> Result<Vec<Receipt>> {
+pub fn replay(
+    log: &ReceiptLog<Receipt>,
+    index: &sled::Tree,
+    indexed: u64,
+    session: &str,
+) -> Result<Vec<Receipt>> {
     if session.is_empty() {
         return Ok(Vec::new());
     }
-    let head = chain.len()?;
+    let head = log.len();
     let is_ours = |r: &Receipt| {
         r.session.enforcer_session == session
             || r.session.protocol_session_id.as_deref() == Some(session)
     };
-    let index = chain.tree();
     let mut seqs = BTreeSet::new();
     for field in [Field::EnforcerSession, Field::ProtocolSession] {
         for kv in index.scan_prefix(field_prefix(field, session)) {
@@ -267,14 +277,14 @@ pub fn replay(chain: &Chain<Receipt>, indexed: u64, session: &str) -> Result<Vec
     }
     let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
-        if let Some(r) = chain.get(seq)? {
+        if let Some(r) = log.get(seq)? {
             if is_ours(&r) {
                 out.push(r);
             }
         }
     }
     if head > indexed {
-        for r in chain.records_in(indexed + 1, head) {
+        for r in log.records_in(indexed + 1, head) {
             let r = r?;
             if is_ours(&r) {
                 out.push(r);
@@ -362,14 +372,19 @@ mod tests {
             && q.until.is_none_or(|u| r.time_ns <= u)
     }
 
-    async fn store() -> (sled::Db, AuditStore, Vec<Receipt>) {
+    async fn store() -> (
+        (sled::Db, crate::audit::store::tests::TmpDir),
+        AuditStore,
+        Vec<Receipt>,
+    ) {
         let db = tmp_db();
-        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        let log = crate::audit::store::tests::tmp_log();
+        let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
         let mut all = Vec::new();
         for i in 0..N {
             all.push(store.append(synthetic(i)).await.unwrap());
         }
-        (db, store, all)
+        ((db, log), store, all)
     }
 
     /// Every page of `q`, checked against brute force.
@@ -610,13 +625,17 @@ mod lag_tests {
     use super::*;
     use crate::audit::durability::Durability;
     use crate::audit::index::{time_prefix, INDEX_NS, MARK_KEY};
-    use crate::audit::store::{tests::tmp_db, AuditStore, Tuning, RECEIPTS_TREE};
+    use crate::audit::store::{
+        tests::{tmp_db, tmp_log},
+        AuditStore, Tuning, RECEIPTS_TREE,
+    };
     use std::collections::HashSet;
     use std::time::Duration;
 
-    fn paused(db: &sled::Db) -> AuditStore {
+    fn paused(db: &sled::Db, log: &std::path::Path) -> AuditStore {
         AuditStore::open_tuned(
             db,
+            log,
             Durability::default(),
             Tuning {
                 indexer_paused: true,
@@ -682,7 +701,8 @@ mod lag_tests {
     #[tokio::test]
     async fn search_is_complete_while_the_indexer_lags() {
         let db = tmp_db();
-        let store = paused(&db);
+        let log = tmp_log();
+        let store = paused(&db, &log);
         let mut all = Vec::new();
         for i in 0..N {
             all.push(store.append(synthetic(i)).await.unwrap());
@@ -707,7 +727,8 @@ mod lag_tests {
     #[tokio::test]
     async fn pagination_across_the_indexed_boundary() {
         let db = tmp_db();
-        let store = paused(&db);
+        let log = tmp_log();
+        let store = paused(&db, &log);
         let mut all = Vec::new();
         // First half indexed, second half not: pages (limit 7) straddle the boundary, and
         // times are not in seq order so both sources interleave on every page.
@@ -760,9 +781,10 @@ mod lag_tests {
     #[tokio::test]
     async fn reopen_reindexes_from_a_stale_mark() {
         let db = tmp_db();
+        let log = tmp_log();
         let mut all = Vec::new();
         {
-            let store = AuditStore::open(&db, Durability::default()).unwrap();
+            let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
             for i in 0..N {
                 all.push(store.append(synthetic(i)).await.unwrap());
             }
@@ -784,7 +806,7 @@ mod lag_tests {
         tree.insert(MARK_KEY, &40u64.to_be_bytes()[..]).unwrap();
         assert_eq!(index_entries(&db), 40);
         {
-            let store = paused(&db);
+            let store = paused(&db, &log);
             assert_eq!(store.indexed_upto(), 40);
             // Complete before the re-index, from the tail scan.
             check_all(&store, &all);
@@ -798,22 +820,22 @@ mod lag_tests {
             check_all(&store, &all);
             assert!(store.verify().unwrap().is_ok());
         }
-        // A mark beyond the head (tampered) is clamped; a missing mark on a store whose
-        // receipts are all indexed (pre-indexer layout) is recognised without re-indexing.
+        // A mark beyond the head (tampered) is clamped; a missing mark means indexing again
+        // from the start, and search stays complete meanwhile.
         tree.insert(MARK_KEY, &10_000u64.to_be_bytes()[..]).unwrap();
         {
-            let store = paused(&db);
+            let store = paused(&db, &log);
             assert_eq!(store.indexed_upto(), N + 1);
         }
         tree.remove(MARK_KEY).unwrap();
         {
-            let store = paused(&db);
-            assert_eq!(store.indexed_upto(), N + 1);
+            let store = paused(&db, &log);
+            assert_eq!(store.indexed_upto(), 0);
             check_all(&store, &all);
         }
         // Idempotent: a full re-index from 0 changes nothing.
         tree.insert(MARK_KEY, &0u64.to_be_bytes()[..]).unwrap();
-        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
         assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
         assert_eq!(index_entries(&db), N as usize + 1);
         check_all(&store, &all);

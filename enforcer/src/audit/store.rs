@@ -1,12 +1,13 @@
-//! The receipts store: chain + indexes + durability, shared as `Arc<AuditStore>` by the proxy.
+//! The receipts store: the hash-chained log (`log.rs`) + indexes in sled + durability, shared
+//! as `Arc<AuditStore>` by the proxy.
 //!
-//! The append path writes only the record and the head (one `apply_batch`). `append`
+//! The append path writes only the record (one `write(2)` to the log). `append`
 //! serializes the receipt to canonical JSON and computes its index keys on the caller's task;
 //! then either writes it itself (Window mode, no other append in flight, writer idle: no thread
 //! hop) or sends it over a bounded tokio mpsc channel to the writer thread (`audit-writer`, a
 //! plain `std::thread`, so the store works with or without a tokio runtime), which takes
 //! everything queued (up to [`MAX_BATCH`] receipts), chains the hashes in order, writes them in
-//! ONE `apply_batch` and, in `Strict` mode, flushes once for the whole batch (group commit)
+//! ONE write and, in `Strict` mode, syncs once for the whole batch (group commit)
 //! before answering every waiter. The index keys go to the background indexer
 //! (`indexer.rs`) after the commit; search and replay scan what it has not indexed yet.
 
@@ -21,18 +22,20 @@ use tokio::sync::{mpsc, oneshot};
 use super::chain::{Chain, ChainRecord, PreparedRecord, VerifyReport};
 use super::durability::{Durability, WindowFlusher};
 use super::error::{AuditError, Result};
-use super::index::{entry_key, index_keys, time_prefix, INDEX_NS, MARK_KEY};
+use super::index::{index_keys, INDEX_NS, MARK_KEY};
 use super::indexer::{read_mark, Handoff, Indexer};
+use super::log::ReceiptLog;
 use super::receipt::Receipt;
 use super::search::{self, Page, Query};
 
-/// sled tree holding the receipts chain (records, head) and its indexes (prefix `i`).
+/// sled tree holding the receipts' indexes (prefix `i`) and the indexer's mark. Stores from
+/// before the log kept the chain (records, head) here too: moved to the log on open.
 pub const RECEIPTS_TREE: &str = "audit.receipts";
 /// The separate index tree of the previous layout: migrated into [`RECEIPTS_TREE`] (under the
 /// index prefix) and dropped by [`AuditStore::open`].
 pub const RECEIPTS_INDEX_TREE: &str = "audit.receipts.idx";
 
-/// Most receipts the writer puts in one sled batch (an `append_batch` larger than this is
+/// Most receipts the writer puts in one write (an `append_batch` larger than this is
 /// still written whole, alone).
 pub const MAX_BATCH: usize = 1024;
 /// Append requests that may wait for the writer before `append` itself waits (backpressure).
@@ -82,6 +85,7 @@ fn duplicate(e: &AuditError) -> AuditError {
         AuditError::Poisoned => AuditError::Poisoned,
         AuditError::BadCursor(s) => AuditError::BadCursor(s.clone()),
         AuditError::Corrupt(s) => AuditError::Corrupt(s.clone()),
+        AuditError::Io(s) => AuditError::Io(s.clone()),
     }
 }
 
@@ -141,8 +145,12 @@ impl Default for Tuning {
 struct Core {
     indexer: Indexer,
     db: sled::Db,
-    chain: Arc<Chain<Receipt>>,
+    log: Arc<ReceiptLog<Receipt>>,
+    /// The indexes (and the indexer's mark).
+    index: sled::Tree,
     strict: bool,
+    /// Syncs the log and checkpoints its head (both modes; in Window mode it is what makes
+    /// appends durable).
     flusher: Option<Arc<WindowFlusher>>,
     health: Arc<Health>,
     /// Held while a batch is written (by the writer thread or a direct writer).
@@ -195,13 +203,12 @@ impl Core {
         if let Some(f) = &self.flusher {
             f.check()?;
         }
-        let first = self.chain.append_prepared(items)?;
+        let first = self.log.append_prepared(items)?;
         if self.strict {
             self.health.flushes.fetch_add(1, Ordering::Relaxed);
-            self.db
-                .flush()
-                .map_err(|e| AuditError::Flush(e.to_string()))?;
-        } else if let Some(f) = &self.flusher {
+            self.log.sync()?;
+        }
+        if let Some(f) = &self.flusher {
             f.mark_dirty();
         }
         Ok(first)
@@ -298,37 +305,43 @@ impl AuditStore {
     /// thread, the background indexer (which first indexes whatever the stored mark does not
     /// cover) and, in Window mode, the background flusher. Callable inside or outside a
     /// tokio runtime.
-    pub fn open(db: &sled::Db, durability: Durability) -> Result<Self> {
-        Self::open_tuned(db, durability, Tuning::default())
+    pub fn open(db: &sled::Db, log_dir: &std::path::Path, durability: Durability) -> Result<Self> {
+        Self::open_tuned(db, log_dir, durability, Tuning::default())
     }
 
     /// [`AuditStore::open`] with explicit write-path tuning.
-    pub fn open_tuned(db: &sled::Db, durability: Durability, tuning: Tuning) -> Result<Self> {
+    pub fn open_tuned(
+        db: &sled::Db,
+        log_dir: &std::path::Path,
+        durability: Durability,
+        tuning: Tuning,
+    ) -> Result<Self> {
         let tree = db.open_tree(RECEIPTS_TREE)?;
-        let fresh = tree.is_empty();
         migrate_old_index(db, &tree)?;
-        let chain = Arc::new(Chain::open_shared(tree.clone(), INDEX_NS.to_vec())?);
+        let log = Arc::new(ReceiptLog::open(log_dir)?);
+        migrate_chain_to_log(db, &tree, &log)?;
         let mark = read_mark(&tree)?;
-        // A store written before the background indexer existed has every receipt indexed
-        // and no mark: probe the time index for the head's entry instead of re-indexing all.
-        let mark = if mark == 0 && !fresh {
-            legacy_mark(&chain)?
-        } else {
-            mark
+        let window = match durability {
+            Durability::Strict => Duration::from_millis(200),
+            Durability::Window(w) => w.max(Duration::from_millis(1)),
         };
-        let flusher = match durability {
-            Durability::Strict => None,
-            Durability::Window(w) => Some(Arc::new(WindowFlusher::start(
-                db.clone(),
-                w.max(Duration::from_millis(1)),
-            )?)),
-        };
-        let indexer = Indexer::start(chain.clone(), mark, tuning.indexer_paused)?;
+        let flusher = Some(Arc::new(WindowFlusher::start(
+            {
+                let (log, db) = (log.clone(), db.clone());
+                move || {
+                    log.checkpoint().map_err(|e| e.to_string())?;
+                    db.flush().map(|_| ()).map_err(|e| e.to_string())
+                }
+            },
+            window,
+        )?));
+        let indexer = Indexer::start(log.clone(), tree.clone(), mark, tuning.indexer_paused)?;
         let health = Arc::new(Health::default());
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let core = Arc::new(Core {
             db: db.clone(),
-            chain,
+            log,
+            index: tree,
             strict: durability == Durability::Strict,
             flusher,
             health,
@@ -384,7 +397,7 @@ impl AuditStore {
         let _in_flight = InFlight(&self.core.in_flight);
         let items = receipts
             .iter()
-            .map(|r| PreparedRecord::new(r, Vec::new()))
+            .map(PreparedRecord::new)
             .collect::<Result<Vec<_>>>()?;
         let keys: Vec<Vec<Vec<u8>>> = receipts.iter().map(index_keys).collect();
         let tx = self.tx.as_ref().ok_or_else(writer_gone)?;
@@ -435,6 +448,10 @@ impl AuditStore {
 
     /// Flushes everything appended so far (e.g. at shutdown).
     pub async fn flush(&self) -> Result<()> {
+        let log = self.core.log.clone();
+        tokio::task::spawn_blocking(move || log.checkpoint())
+            .await
+            .map_err(|e| AuditError::Flush(e.to_string()))??;
         self.core
             .db
             .flush_async()
@@ -448,34 +465,44 @@ impl AuditStore {
         let Some(seq) = parse_receipt_id(id) else {
             return Ok(None);
         };
-        Ok(self.core.chain.get(seq)?.filter(|r| r.id == id))
+        Ok(self.core.log.get(seq)?.filter(|r| r.id == id))
     }
 
     /// Number of receipts appended.
     pub fn len(&self) -> Result<u64> {
-        self.core.chain.len()
+        Ok(self.core.log.len())
     }
 
     /// Up to `max` receipts after sequence number `after`, in order (export followers).
     pub fn records_after(&self, after: u64, max: usize) -> Result<Vec<Receipt>> {
         let to = after.saturating_add(max as u64);
-        self.core.chain.records_in(after + 1, to).collect()
+        self.core.log.records_in(after + 1, to).collect()
     }
 
-    /// Walks the chain (see `Chain::verify`). Runs synchronously; from async code use
+    /// Walks the log (see `ReceiptLog::verify`). Runs synchronously; from async code use
     /// `spawn_blocking` on large stores.
     pub fn verify(&self) -> Result<VerifyReport> {
-        self.core.chain.verify()
+        self.core.log.verify()
     }
 
     /// See `search::search`. Synchronous (sled reads).
     pub fn search(&self, q: &Query) -> Result<Page> {
-        search::search(&self.core.chain, self.core.indexer.state.indexed(), q)
+        search::search(
+            &self.core.log,
+            &self.core.index,
+            self.core.indexer.state.indexed(),
+            q,
+        )
     }
 
     /// All receipts of an enforcer or protocol session, in chain order.
     pub fn replay(&self, session: &str) -> Result<Vec<Receipt>> {
-        search::replay(&self.core.chain, self.core.indexer.state.indexed(), session)
+        search::replay(
+            &self.core.log,
+            &self.core.index,
+            self.core.indexer.state.indexed(),
+            session,
+        )
     }
 
     pub fn stats(&self) -> Result<StoreStats> {
@@ -524,25 +551,59 @@ impl AuditStore {
     }
 }
 
-/// Mark for a store from before the background indexer (no mark key): its receipts were
-/// indexed with their records, so the newest record that has its time-index entry is the
-/// mark (walking back from the head; 0 if none).
-fn legacy_mark(chain: &Chain<Receipt>) -> Result<u64> {
-    let head = chain.len()?;
-    let tree = chain.tree();
-    let mut seq = head;
-    let mut probes = 0;
-    while seq > 0 && probes < 64 {
-        if let Some(r) = chain.get(seq)? {
-            if tree.contains_key(entry_key(&time_prefix(), r.time_ns, seq))? {
-                return Ok(seq);
+/// Moves the chain of a store from before the log (records and head in the sled tree) into
+/// the log, entry by entry as stored (hashes unchanged), then removes it from the tree. A
+/// crash midway redoes what is left on the next open. (A store without an index mark is
+/// indexed again from the start by the indexer: idempotent.)
+fn migrate_chain_to_log(db: &sled::Db, tree: &sled::Tree, log: &ReceiptLog<Receipt>) -> Result<()> {
+    let mut moved = 0u64;
+    let mut old_head = 0u64;
+    for kv in tree.range(..[1u8].as_ref()) {
+        let (k, v) = kv?;
+        if k.len() != 8 {
+            continue;
+        }
+        let seq = u64::from_be_bytes(k.as_ref().try_into().expect("8 bytes"));
+        old_head = old_head.max(seq);
+        if seq <= log.len() {
+            continue;
+        }
+        #[derive(serde::Deserialize)]
+        struct Link {
+            hash: String,
+        }
+        let link: Link = serde_json::from_slice(&v)?;
+        let hash = super::canonical::parse_hash(&link.hash)
+            .ok_or_else(|| AuditError::Corrupt(format!("seq {seq}: bad hash while migrating")))?;
+        log.append_raw(seq, hash, &v)?;
+        moved += 1;
+    }
+    if old_head == 0 {
+        return Ok(());
+    }
+    log.checkpoint()?;
+    let mut batch = sled::Batch::default();
+    let mut n = 0;
+    for kv in tree.range(..[1u8].as_ref()) {
+        let (k, _) = kv?;
+        if k.len() == 8 {
+            batch.remove(k);
+            n += 1;
+            if n == 10_000 {
+                tree.apply_batch(std::mem::take(&mut batch))?;
+                n = 0;
             }
         }
-        seq -= 1;
-        probes += 1;
     }
-    // Could not tell: re-index everything (idempotent).
-    Ok(0)
+    batch.remove(super::chain::HEAD_KEY);
+    tree.apply_batch(batch)?;
+    db.flush()?;
+    tracing::info!(
+        receipts = moved,
+        log = %log.dir().display(),
+        "receipts moved from the sled store to the receipts log"
+    );
+    Ok(())
 }
 
 fn writer_gone() -> AuditError {
@@ -655,10 +716,38 @@ pub(crate) mod tests {
         sled::Config::new().temporary(true).open().unwrap()
     }
 
+    /// A fresh directory for a receipts log, removed when dropped.
+    pub(crate) struct TmpDir(std::path::PathBuf);
+
+    impl std::ops::Deref for TmpDir {
+        type Target = std::path::Path;
+        fn deref(&self) -> &std::path::Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TmpDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    pub(crate) fn tmp_log() -> TmpDir {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "enforcer-receipts-test-{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        TmpDir(dir)
+    }
+
     #[tokio::test]
     async fn append_assigns_ids_in_order_and_round_trips() {
         let db = tmp_db();
-        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        let log = tmp_log();
+        let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
         for i in 1..=5u64 {
             let r = store.append(full_receipt(i)).await.unwrap();
             assert_eq!(r.seq, i);
@@ -678,7 +767,8 @@ pub(crate) mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn concurrent_appends_give_a_valid_chain() {
         let db = tmp_db();
-        let store = Arc::new(AuditStore::open(&db, Durability::Strict).unwrap());
+        let log = tmp_log();
+        let store = Arc::new(AuditStore::open(&db, &log, Durability::Strict).unwrap());
         let mut tasks = Vec::new();
         for t in 0..16u64 {
             let s = store.clone();
@@ -709,9 +799,10 @@ pub(crate) mod tests {
     async fn strict_appends_survive_reopen_and_chain_continues() {
         let dir = std::env::temp_dir().join(format!("audit-reopen-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        let log = tmp_log();
         {
             let db = sled::open(&dir).unwrap();
-            let store = AuditStore::open(&db, Durability::Strict).unwrap();
+            let store = AuditStore::open(&db, &log, Durability::Strict).unwrap();
             for i in 0..3 {
                 store.append(full_receipt(i)).await.unwrap();
             }
@@ -720,7 +811,7 @@ pub(crate) mod tests {
         {
             let db = sled::open(&dir).unwrap();
             assert!(db.was_recovered());
-            let store = AuditStore::open(&db, Durability::Strict).unwrap();
+            let store = AuditStore::open(&db, &log, Durability::Strict).unwrap();
             assert_eq!(store.len().unwrap(), 3);
             let r = store.append(full_receipt(9)).await.unwrap();
             assert_eq!(r.id, "R000000000004");
@@ -736,7 +827,9 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn window_mode_flushes_in_background() {
         let db = tmp_db();
-        let store = AuditStore::open(&db, Durability::Window(Duration::from_millis(10))).unwrap();
+        let log = tmp_log();
+        let store =
+            AuditStore::open(&db, &log, Durability::Window(Duration::from_millis(10))).unwrap();
         store.append(full_receipt(1)).await.unwrap();
         let t = std::time::Instant::now();
         while store.stats().unwrap().flushes == 0 && t.elapsed() < Duration::from_secs(2) {
@@ -748,12 +841,16 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn unwritable_store_returns_error() {
         let db = tmp_db();
-        let store = AuditStore::open(&db, Durability::Strict).unwrap();
+        let log = tmp_log();
+        let store = AuditStore::open(&db, &log, Durability::Strict).unwrap();
         store.append(full_receipt(1)).await.unwrap();
-        assert!(db.drop_tree(RECEIPTS_TREE).unwrap());
+        store.core.log.break_writes_for_test();
         assert!(store.check_writable().is_ok(), "not known broken yet");
         let err = store.append(full_receipt(2)).await;
-        assert!(err.is_err(), "append into a dropped tree must fail");
+        assert!(
+            err.is_err(),
+            "append to a log that cannot be written must fail"
+        );
         // The failed append did not advance the chain.
         assert_eq!(store.len().unwrap(), 1);
         // Fail closed: the store stays broken.
@@ -766,9 +863,10 @@ pub(crate) mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_failed_batch_fails_every_waiter() {
         let db = tmp_db();
-        let store = Arc::new(AuditStore::open(&db, Durability::default()).unwrap());
+        let log = tmp_log();
+        let store = Arc::new(AuditStore::open(&db, &log, Durability::default()).unwrap());
         store.append(full_receipt(0)).await.unwrap();
-        assert!(db.drop_tree(RECEIPTS_TREE).unwrap());
+        store.core.log.break_writes_for_test();
         let tasks: Vec<_> = (0..8u64)
             .map(|i| {
                 let s = store.clone();
@@ -785,8 +883,9 @@ pub(crate) mod tests {
     #[test]
     fn usable_without_a_runtime_and_from_several_runtimes() {
         let db = tmp_db();
+        let log = tmp_log();
         // Opened, read and dropped outside any runtime (the CLI case).
-        let store = AuditStore::open(&db, Durability::Strict).unwrap();
+        let store = AuditStore::open(&db, &log, Durability::Strict).unwrap();
         assert!(store.check_writable().is_ok());
         let rt = tokio::runtime::Builder::new_current_thread()
             .build()
@@ -805,13 +904,14 @@ pub(crate) mod tests {
         assert!(store.verify().unwrap().is_ok());
         drop(store);
         // Reopened: continues the chain.
-        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
         assert_eq!(rt.block_on(store.append(full_receipt(4))).unwrap().seq, 4);
     }
 
     #[tokio::test]
     async fn migrates_the_old_two_tree_layout() {
         let db = tmp_db();
+        let log = tmp_log();
         {
             // Old layout: records + head in RECEIPTS_TREE, index keys (no namespace byte) in
             // RECEIPTS_INDEX_TREE, written in one transaction.
@@ -829,7 +929,7 @@ pub(crate) mod tests {
             old.append_batch((1..=3).map(full_receipt).collect(), strip)
                 .unwrap();
         }
-        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
         assert!(!db
             .tree_names()
             .iter()
@@ -852,7 +952,8 @@ pub(crate) mod tests {
     #[tokio::test]
     async fn lone_window_appends_write_directly() {
         let db = tmp_db();
-        let store = AuditStore::open(&db, Durability::default()).unwrap();
+        let log = tmp_log();
+        let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
         for i in 0..3 {
             store.append(full_receipt(i)).await.unwrap();
         }
@@ -861,8 +962,10 @@ pub(crate) mod tests {
             3,
             "no writer-thread hop when alone"
         );
+        let off_log = tmp_log();
         let off = AuditStore::open_tuned(
             &tmp_db(),
+            &off_log,
             Durability::default(),
             Tuning {
                 direct: false,
@@ -872,7 +975,8 @@ pub(crate) mod tests {
         .unwrap();
         off.append(full_receipt(1)).await.unwrap();
         assert_eq!(off.write_counters(), (1, 0, off.write_counters().2));
-        let strict = AuditStore::open(&tmp_db(), Durability::Strict).unwrap();
+        let strict_log = tmp_log();
+        let strict = AuditStore::open(&tmp_db(), &strict_log, Durability::Strict).unwrap();
         strict.append(full_receipt(1)).await.unwrap();
         assert_eq!(
             strict.write_counters().1,

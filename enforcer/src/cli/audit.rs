@@ -137,7 +137,7 @@ fn ask(
     offline: impl FnOnce(&AuditStore) -> Result<Value, queries::QueryError>,
 ) -> Result<Value, ExitCode> {
     admin::get_or_offline(config, path, |db| {
-        let store = AuditStore::open(db, Durability::Strict)
+        let store = AuditStore::open(db, &config.receipts_dir(), Durability::Strict)
             .map_err(|e| queries::QueryError::Store(e.to_string()))?;
         offline(&store)
     })

@@ -85,6 +85,7 @@ async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     let audit = Arc::new(
         AuditStore::open(
             &db,
+            &config.receipts_dir(),
             match config.audit.durability {
                 Durability::Strict => audit::Durability::Strict,
                 Durability::Window => {
