@@ -12,8 +12,8 @@
 //! Appends are serialized by one mutex (the chain never forks); a record, its head update and
 //! the caller's secondary-index keys are applied atomically, so after a crash either all or
 //! none of them exist. The secondary keys live either in the chain tree itself under a reserved
-//! key prefix ([`Chain::open_shared`]: one `apply_batch`, the fast path used by the receipts
-//! store) or in a separate side tree ([`Chain::open`] with `Some(tree)`: a two-tree sled
+//! key prefix (`Chain::open_shared`: one `apply_batch`; the receipts store's layout before
+//! the receipts log, now only built by tests) or in a separate side tree ([`Chain::open`] with `Some(tree)`: a two-tree sled
 //! transaction, slower).
 //!
 //! [`PreparedRecord`] lets callers do the expensive part of an append (serialization to
@@ -176,7 +176,9 @@ enum Side {
     /// A separate tree, written in a two-tree transaction.
     Tree(Tree),
     /// The chain tree itself; every secondary key starts with this prefix, which the chain
-    /// reserves (verify skips it).
+    /// reserves (verify skips it). The receipts store's layout before the receipts log: kept
+    /// to build such stores in the migration tests.
+    #[cfg(test)]
     Shared(Vec<u8>),
 }
 
@@ -280,6 +282,7 @@ fn seq_key(seq: u64) -> [u8; 8] {
 }
 
 /// The first key after every key starting with `prefix` (None: no such key).
+#[cfg(test)]
 fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
     let mut end = prefix.to_vec();
     while let Some(last) = end.pop() {
@@ -315,6 +318,7 @@ impl<R: ChainRecord> Chain<R> {
     /// Opens the chain in `tree`, with the secondary keys in the same tree: every side key
     /// given to the appends must start with `side_prefix`, a prefix no seq key or the head key
     /// can start with (i.e. not 0x00 and not `~`). Appends are then a single `apply_batch`.
+    #[cfg(test)]
     pub fn open_shared(tree: Tree, side_prefix: Vec<u8>) -> Result<Self> {
         if side_prefix.is_empty() || side_prefix[0] == 0 || side_prefix.starts_with(b"~") {
             return Err(AuditError::Corrupt(format!(
@@ -411,6 +415,7 @@ impl<R: ChainRecord> Chain<R> {
             main.insert(&seq_key(seq), bytes);
             for k in side_keys(&record) {
                 match self.side {
+                    #[cfg(test)]
                     Side::Shared(_) => main.insert(k, &[][..]),
                     _ => side.insert(k, &[][..]),
                 }
@@ -427,7 +432,9 @@ impl<R: ChainRecord> Chain<R> {
     fn commit(&self, head: &mut Head, mut main: Batch, side: Batch, new_head: Head) -> Result<()> {
         main.insert(HEAD_KEY, serde_json::to_vec(&new_head)?);
         match &self.side {
-            Side::None | Side::Shared(_) => self.tree.apply_batch(main)?,
+            Side::None => self.tree.apply_batch(main)?,
+            #[cfg(test)]
+            Side::Shared(_) => self.tree.apply_batch(main)?,
             Side::Tree(side_tree) => (&self.tree, side_tree)
                 .transaction(|(t, s)| {
                     t.apply_batch(&main)?;
@@ -450,6 +457,7 @@ impl<R: ChainRecord> Chain<R> {
         &self,
     ) -> Box<dyn DoubleEndedIterator<Item = sled::Result<(sled::IVec, sled::IVec)>> + '_> {
         match &self.side {
+            #[cfg(test)]
             Side::Shared(p) => {
                 let below = self.tree.range(..p.as_slice());
                 match prefix_end(p) {
@@ -689,11 +697,31 @@ impl<R: ChainRecord> Chain<R> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
-    use crate::audit::index::{index_keys, INDEX_NS};
     use crate::audit::receipt::Receipt;
     use crate::audit::store::tests::{full_receipt, tmp_db};
+
+    /// The key namespace the receipts store of an older layout gave its index keys (records
+    /// and index keys in one tree).
+    pub(crate) const INDEX_NS: &[u8] = b"i";
+
+    /// Side keys of a receipt in that layout's shape (prefix, value, position).
+    pub(crate) fn index_keys(r: &Receipt) -> Vec<Vec<u8>> {
+        ["u", "a", "t", "m", "s", "T"]
+            .iter()
+            .map(|tag| {
+                [
+                    INDEX_NS,
+                    tag.as_bytes(),
+                    r.actor.user.as_bytes(),
+                    &r.time_ns.to_be_bytes(),
+                    &r.seq.to_be_bytes(),
+                ]
+                .concat()
+            })
+            .collect()
+    }
 
     /// A chain of `n` receipts in the old receipts store's layout (index keys in the same
     /// tree) and its db.

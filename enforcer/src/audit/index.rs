@@ -1,16 +1,10 @@
-//! Secondary index keys of receipts, kept in the receipts tree itself under the [`INDEX_NS`]
-//! prefix and written in the same `apply_batch` as the record (see `chain.rs`).
+//! The receipts' secondary indexes: which fields are indexed, and the in-memory posting
+//! lists search walks.
 //!
-//! Key layouts (values are empty):
-//! * field index: `b'i' | tag (1) | len (u32 BE) | value | time_ns (u64 BE) | seq (u64 BE)`
-//! * time index:  `b'i' | b'T' | time_ns (u64 BE) | seq (u64 BE)`
-//!
-//! Every key ends with the seq (8 bytes BE), which the chain writer fills in.
-//!
-//! Every index orders its entries by position = (time_ns, seq), so any index can serve a
-//! `since`/`until` window as a key range and all plans return the same newest-first order.
+//! Every list orders its entries by position = (time_ns, seq), so any list can serve a
+//! `since`/`until` window as a range and all plans return the same newest-first order.
 
-use std::ops::Bound;
+use std::collections::HashMap;
 
 use super::receipt::Receipt;
 
@@ -42,20 +36,6 @@ impl Field {
         Field::Status,
     ];
 
-    fn tag(self) -> u8 {
-        match self {
-            Field::User => b'u',
-            Field::Agent => b'a',
-            Field::Instance => b'i',
-            Field::Tool => b't',
-            Field::Method => b'm',
-            Field::EnforcerSession => b'e',
-            Field::ProtocolSession => b'p',
-            Field::Status => b's',
-            Field::Connector => b'c',
-        }
-    }
-
     /// The receipt's value for this field; `None` when absent or empty (not indexed).
     pub fn value_of(self, r: &Receipt) -> Option<&str> {
         let v = match self {
@@ -77,82 +57,114 @@ impl Field {
     }
 }
 
-const TIME_TAG: u8 = b'T';
+/// Position of a receipt in every index: (time_ns, seq), ordered as one 128-bit number.
+pub fn pos(time_ns: u64, seq: u64) -> u128 {
+    (u128::from(time_ns) << 64) | u128::from(seq)
+}
 
-/// Key prefix of every index key in the receipts tree (record keys start with 0x00, the head
-/// key with `~`).
-pub const INDEX_NS: &[u8] = b"i";
+/// (time_ns, seq) of a position.
+pub fn unpos(p: u128) -> (u64, u64) {
+    ((p >> 64) as u64, p as u64)
+}
 
-/// Key of the indexer's watermark ("indexed up to seq", 8 bytes BE): every receipt with a
-/// seq <= it has its index keys. Written in the same batch as the index keys it covers. It is
-/// inside the index namespace, so `verify` ignores it like every index key.
-pub const MARK_KEY: &[u8] = b"i!indexed";
-
-/// Position of a receipt in every index: (time_ns, seq) as 16 big-endian bytes.
+/// Position of a receipt as 16 big-endian bytes (the cursor's encoding).
 pub fn position(time_ns: u64, seq: u64) -> [u8; 16] {
-    ((u128::from(time_ns) << 64) | u128::from(seq)).to_be_bytes()
+    pos(time_ns, seq).to_be_bytes()
 }
 
-/// Splits the trailing position off an index key.
-pub fn decode_position(key: &[u8]) -> Option<(u64, u64)> {
-    let tail: [u8; 16] = key.get(key.len().checked_sub(16)?..)?.try_into().ok()?;
-    let p = u128::from_be_bytes(tail);
-    Some(((p >> 64) as u64, p as u64))
+/// Splits the trailing 16-byte position off `bytes`.
+pub fn decode_position(bytes: &[u8]) -> Option<(u64, u64)> {
+    let tail: [u8; 16] = bytes.get(bytes.len().checked_sub(16)?..)?.try_into().ok()?;
+    Some(unpos(u128::from_be_bytes(tail)))
 }
 
-/// Key prefix of all entries of `field` = `value`.
-pub fn field_prefix(field: Field, value: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(INDEX_NS.len() + 1 + 4 + value.len() + 16);
-    k.extend_from_slice(INDEX_NS);
-    k.push(field.tag());
-    k.extend_from_slice(&(value.len() as u32).to_be_bytes());
-    k.extend_from_slice(value.as_bytes());
-    k
+/// What the index keeps of one receipt: its position and indexed field values (owned, so
+/// it can travel to whichever thread writes the batch).
+#[derive(Debug, Clone)]
+pub struct IndexEntry {
+    pub time_ns: u64,
+    pub fields: Vec<(Field, String)>,
 }
 
-/// Key prefix of the time index.
-pub fn time_prefix() -> Vec<u8> {
-    let mut k = INDEX_NS.to_vec();
-    k.push(TIME_TAG);
-    k
+impl IndexEntry {
+    pub fn of(r: &Receipt) -> Self {
+        IndexEntry {
+            time_ns: r.time_ns,
+            fields: Field::ALL
+                .iter()
+                .filter_map(|f| f.value_of(r).map(|v| (*f, v.to_string())))
+                .collect(),
+        }
+    }
 }
 
-/// Full key of one entry under `prefix`.
-pub fn entry_key(prefix: &[u8], time_ns: u64, seq: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(prefix.len() + 16);
-    k.extend_from_slice(prefix);
-    k.extend_from_slice(&position(time_ns, seq));
-    k
+/// The receipts' secondary indexes, in memory: for every indexed (field, value) the sorted
+/// positions of its receipts, plus one list of every position (the time index).
+///
+/// Why in memory: receipts are written at proxy speed, and a sled insert per field per
+/// receipt cost more CPU than the proxy's whole data path (measured: ~70 us a receipt, plus
+/// sled's I/O threads). Here an insert is a few hash lookups and pushes (entries arrive
+/// nearly in time order, so they land at or near the end of each list). The price: memory
+/// (about 180 bytes a receipt) and a rebuild from the log when the store opens (`indexer`).
+#[derive(Default)]
+pub struct Postings {
+    by_field: HashMap<Field, HashMap<Box<str>, Vec<u128>>>,
+    all: Vec<u128>,
 }
 
-/// All index keys of a stored receipt (seq assigned).
-pub fn index_keys(r: &Receipt) -> Vec<Vec<u8>> {
-    let mut keys: Vec<Vec<u8>> = Field::ALL
-        .iter()
-        .filter_map(|f| {
-            f.value_of(r)
-                .map(|v| entry_key(&field_prefix(*f, v), r.time_ns, r.seq))
-        })
-        .collect();
-    keys.push(entry_key(&time_prefix(), r.time_ns, r.seq));
-    keys
+/// Inserts `p` into a sorted list (once), searching from the end, where nearly all inserts
+/// land.
+fn insert_sorted(list: &mut Vec<u128>, p: u128) {
+    // i = how many entries are <= p.
+    let mut i = list.len();
+    while i > 0 && list[i - 1] > p {
+        i -= 1;
+        if list.len() - i > 64 {
+            // Far from the end: binary search the rest.
+            i = list[..i].partition_point(|x| *x <= p);
+            break;
+        }
+    }
+    if i > 0 && list[i - 1] == p {
+        return;
+    }
+    list.insert(i, p);
 }
 
-/// Key range under `prefix` for positions in [since, until] (inclusive, ns) and strictly
-/// before the `before` position (a cursor), as bounds usable with `Tree::range`.
-pub fn range(
-    prefix: &[u8],
-    since: Option<u64>,
-    until: Option<u64>,
-    before: Option<(u64, u64)>,
-) -> (Bound<Vec<u8>>, Bound<Vec<u8>>) {
-    let lower = Bound::Included(entry_key(prefix, since.unwrap_or(0), 0));
-    let until_pos = (until.unwrap_or(u64::MAX), u64::MAX);
-    let upper = match before {
-        Some(b) if b <= until_pos => Bound::Excluded(entry_key(prefix, b.0, b.1)),
-        _ => Bound::Included(entry_key(prefix, until_pos.0, until_pos.1)),
-    };
-    (lower, upper)
+impl Postings {
+    pub fn insert(&mut self, seq: u64, e: &IndexEntry) {
+        let p = pos(e.time_ns, seq);
+        insert_sorted(&mut self.all, p);
+        for (f, v) in &e.fields {
+            let values = self.by_field.entry(*f).or_default();
+            match values.get_mut(v.as_str()) {
+                Some(list) => insert_sorted(list, p),
+                None => {
+                    values.insert(v.as_str().into(), vec![p]);
+                }
+            }
+        }
+    }
+
+    /// The sorted positions of receipts with `field` = `value` (empty if none).
+    pub fn list(&self, field: Field, value: &str) -> &[u128] {
+        self.by_field
+            .get(&field)
+            .and_then(|m| m.get(value))
+            .map_or(&[], |v| v.as_slice())
+    }
+
+    /// Every position, sorted.
+    pub fn all(&self) -> &[u128] {
+        &self.all
+    }
+}
+
+/// The part of a sorted list within [lo, hi) (positions).
+pub fn window(list: &[u128], lo: u128, hi: u128) -> &[u128] {
+    let a = list.partition_point(|p| *p < lo);
+    let b = list.partition_point(|p| *p < hi);
+    &list[a..b.max(a)]
 }
 
 #[cfg(test)]
@@ -188,31 +200,63 @@ mod tests {
     }
 
     #[test]
-    fn keys_carry_position_and_prefixes_do_not_collide() {
+    fn postings_stay_sorted_whatever_the_arrival_order() {
+        let mut p = Postings::default();
         let r = receipt();
-        let keys = index_keys(&r);
-        // user, agent, tool, method, status + time
-        assert_eq!(keys.len(), 6);
-        for k in &keys {
-            assert_eq!(decode_position(k), Some((1_000, 7)));
+        let e = IndexEntry::of(&r);
+        // user, agent, tool, method, status
+        assert_eq!(e.fields.len(), 5);
+        // Mostly in order, some late (a long call's receipt), one far back, one repeated.
+        let times = [10u64, 20, 30, 25, 40, 50, 5, 60, 60];
+        for (i, t) in times.iter().enumerate() {
+            let e = IndexEntry {
+                time_ns: *t,
+                ..e.clone()
+            };
+            p.insert(i as u64 + 1, &e);
         }
-        // "ab" + position must not fall under the prefix of "a".
-        let a = field_prefix(Field::Agent, "a");
-        let ab = entry_key(&field_prefix(Field::Agent, "ab"), 1, 1);
-        assert!(!ab.starts_with(&a));
-    }
-
-    #[test]
-    fn range_respects_window_and_cursor() {
-        let p = field_prefix(Field::Agent, "x");
-        let inside = entry_key(&p, 50, 3);
-        let (lo, hi) = range(&p, Some(10), Some(100), None);
-        assert!(matches!(&lo, Bound::Included(k) if *k < inside));
-        assert!(matches!(&hi, Bound::Included(k) if *k > inside));
-        let (_, hi) = range(&p, Some(10), Some(100), Some((50, 3)));
-        assert_eq!(hi, Bound::Excluded(inside.clone()));
-        // A cursor beyond the window does not widen it.
-        let (_, hi) = range(&p, None, Some(20), Some((50, 3)));
-        assert!(matches!(&hi, Bound::Included(k) if *k < inside));
+        p.insert(
+            9,
+            &IndexEntry {
+                time_ns: 60,
+                ..e.clone()
+            },
+        );
+        let all: Vec<(u64, u64)> = p.all().iter().map(|x| unpos(*x)).collect();
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted);
+        assert_eq!(
+            all.len(),
+            times.len(),
+            "a repeated insert is not a second entry"
+        );
+        assert_eq!(p.list(Field::User, "alice").len(), times.len());
+        assert!(p.list(Field::User, "bob").is_empty());
+        // Far-back inserts past the linear probe distance.
+        for i in 0..200u64 {
+            p.insert(
+                100 + i,
+                &IndexEntry {
+                    time_ns: 1_000 + i,
+                    ..e.clone()
+                },
+            );
+        }
+        p.insert(
+            500,
+            &IndexEntry {
+                time_ns: 1,
+                ..e.clone()
+            },
+        );
+        assert_eq!(unpos(p.all()[0]), (1, 500));
+        assert!(p.all().windows(2).all(|w| w[0] < w[1]));
+        let w = window(p.all(), pos(20, 0), pos(40, 0));
+        assert_eq!(
+            w.iter().map(|x| unpos(*x).0).collect::<Vec<_>>(),
+            vec![20, 25, 30]
+        );
+        assert_eq!(decode_position(&position(5, 9)), Some((5, 9)));
     }
 }

@@ -834,8 +834,8 @@ mod roaring_lite {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::chain::tests::{index_keys, INDEX_NS};
     use crate::audit::chain::Chain;
-    use crate::audit::index::{index_keys, INDEX_NS};
     use crate::audit::receipt::Receipt;
     use crate::audit::store::tests::{full_receipt, tmp_db, tmp_log};
 

@@ -1,13 +1,12 @@
 //! Receipt search over the secondary indexes, and session replay.
 //!
-//! Receipts above the indexer's mark (not indexed yet) are read from the chain and matched
-//! directly, then merged with the indexed results in the same order (see `search`).
+//! Receipts the indexes do not cover yet (while the rebuild after a start runs) are read from
+//! the log and matched directly, then merged with the indexed results in the same order.
 //!
-//! Plan: every equality filter is a candidate index range (narrowed by `since`/`until` and the
-//! cursor); each candidate is probed by counting up to [`PROBE_CAP`] keys and the smallest one
-//! drives the scan (ties go to the statically more selective field; no filter = time index).
-//! The driver is walked newest first; the other equality filters are checked by point lookups
-//! of their index keys (same position), and only matching receipts are loaded.
+//! Plan: every equality filter is a posting list (narrowed by `since`/`until` and the
+//! cursor); the shortest drives (no filter = the time index) and is walked newest first; the
+//! other filters are checked by binary search in their lists, and only matching receipts are
+//! loaded.
 //!
 //! Order is newest first by (time_ns, seq). The cursor is the position of the last receipt
 //! returned; the next page starts strictly below it, so appends (which land at new positions)
@@ -16,14 +15,13 @@
 use std::collections::BTreeSet;
 
 use super::error::{AuditError, Result};
-use super::index::{decode_position, entry_key, field_prefix, position, range, time_prefix, Field};
+use super::index::{decode_position, pos, position, unpos, window, Field, Postings};
+use super::indexer::IndexerState;
 use super::log::ReceiptLog;
 use super::receipt::Receipt;
 
 pub const DEFAULT_LIMIT: usize = 50;
 pub const MAX_LIMIT: usize = 1000;
-/// Keys counted per candidate index when choosing the driver.
-pub const PROBE_CAP: usize = 128;
 
 /// Search filters, all AND-ed. `None` = no constraint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -83,7 +81,7 @@ pub struct Page {
     /// Present when the page is full; pass it as `Query::cursor` for the next page (which may
     /// be empty).
     pub next_cursor: Option<String>,
-    /// Index entries walked by the driving index.
+    /// Entries walked by the driving list (and records read directly).
     pub scanned: usize,
 }
 
@@ -110,15 +108,10 @@ fn matches(r: &Receipt, filters: &[(Field, &str)], q: &Query, before: Option<(u6
         && before.is_none_or(|b| (r.time_ns, r.seq) < b)
 }
 
-/// Runs `q` against the receipts chain: through the indexes for receipts with seq <=
-/// `indexed` (the indexer's mark), and by reading the records above the mark directly; the
-/// two are merged newest first by (time_ns, seq).
-pub fn search(
-    log: &ReceiptLog<Receipt>,
-    index: &sled::Tree,
-    indexed: u64,
-    q: &Query,
-) -> Result<Page> {
+/// Runs `q` against the receipts: through the indexes for every receipt they cover, and by
+/// reading the records they do not cover yet (right after a start, while the rebuild runs);
+/// the two are merged newest first by (time_ns, seq).
+pub fn search(log: &ReceiptLog<Receipt>, indexer: &IndexerState, q: &Query) -> Result<Page> {
     let limit = q.page_size();
     let before = q.cursor.as_deref().map(decode_cursor).transpose()?;
     if let (Some(s), Some(u)) = (q.since, q.until) {
@@ -126,15 +119,21 @@ pub fn search(
             return Ok(Page::default());
         }
     }
-    // Read after the mark: every seq in (indexed, head] is stored and visible.
-    let head = log.len();
     let filters = q.filters();
     let mut page = Page::default();
 
-    // Not yet indexed: match the records themselves.
+    // The positions of the matches the indexes know, newest first (under the read lock;
+    // the records are loaded after it is released).
+    let (found, unindexed) = {
+        let ix = indexer.read()?;
+        let found = search_indexed(&ix.postings, q, &filters, before, limit, &mut page.scanned);
+        (found, ix.unindexed())
+    };
+
+    // Not indexed yet: match the records themselves.
     let mut hits: Vec<Receipt> = Vec::new();
-    if head > indexed {
-        for r in log.records_in(indexed + 1, head) {
+    if !unindexed.is_empty() {
+        for r in log.records_in(*unindexed.start(), *unindexed.end()) {
             let r = r?;
             page.scanned += 1;
             if matches(&r, &filters, q, before) {
@@ -144,17 +143,14 @@ pub fn search(
         hits.sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.seq)));
         hits.truncate(limit);
     }
-    search_indexed(
-        log,
-        index,
-        indexed,
-        q,
-        &filters,
-        before,
-        limit,
-        &mut page.scanned,
-        &mut hits,
-    )?;
+    for p in found {
+        let (time_ns, seq) = unpos(p);
+        // Re-check the record itself: the index is derived data.
+        let Some(r) = log.get(seq)? else { continue };
+        if r.time_ns == time_ns && matches(&r, &filters, q, before) {
+            hits.push(r);
+        }
+    }
     hits.sort_by_key(|r| std::cmp::Reverse((r.time_ns, r.seq)));
     if hits.len() >= limit {
         hits.truncate(limit);
@@ -165,117 +161,85 @@ pub fn search(
     Ok(page)
 }
 
-/// Appends to `out` up to `limit` matches among the indexed receipts (seq <= `indexed`),
-/// newest first.
-#[allow(clippy::too_many_arguments)]
+/// Up to `limit` positions of indexed matches, newest first: the shortest list among the
+/// filters (or the time index) drives, narrowed to the window and the cursor; the other
+/// filters are checked by binary search in their lists.
 fn search_indexed(
-    log: &ReceiptLog<Receipt>,
-    index: &sled::Tree,
-    indexed: u64,
+    postings: &Postings,
     q: &Query,
     filters: &[(Field, &str)],
     before: Option<(u64, u64)>,
     limit: usize,
     scanned: &mut usize,
-    out: &mut Vec<Receipt>,
-) -> Result<()> {
-    if indexed == 0 {
-        return Ok(());
-    }
-    let prefixes: Vec<Vec<u8>> = filters.iter().map(|(f, v)| field_prefix(*f, v)).collect();
-
-    // Choose the driver: the candidate with the fewest keys in range (probe capped).
-    let driver = if prefixes.is_empty() {
-        None
-    } else {
-        let mut best = (usize::MAX, 0usize);
-        for (i, p) in prefixes.iter().enumerate() {
-            let n = index
-                .range(range(p, q.since, q.until, before))
-                .take(PROBE_CAP)
-                .count();
-            if n < best.0 {
-                best = (n, i);
-            }
-            if n == 0 {
-                return Ok(());
-            }
-        }
-        Some(best.1)
+) -> Vec<u128> {
+    let lists: Vec<&[u128]> = filters.iter().map(|(f, v)| postings.list(*f, v)).collect();
+    let driver = lists
+        .iter()
+        .enumerate()
+        .min_by_key(|(_, l)| l.len())
+        .map(|(i, _)| i);
+    let lo = pos(q.since.unwrap_or(0), 0);
+    let until = pos(q.until.unwrap_or(u64::MAX), u64::MAX);
+    let hi = match before {
+        Some((t, s)) => pos(t, s).min(until.saturating_add(1)),
+        None => until.saturating_add(1),
     };
-    let driver_prefix = match driver {
-        Some(i) => prefixes[i].clone(),
-        None => time_prefix(),
-    };
-
-    let mut found = 0;
-    for kv in index
-        .range(range(&driver_prefix, q.since, q.until, before))
-        .rev()
-    {
-        let (k, _) = kv?;
+    let walk = window(
+        match driver {
+            Some(i) => lists[i],
+            None => postings.all(),
+        },
+        lo,
+        hi,
+    );
+    let mut out = Vec::new();
+    for p in walk.iter().rev() {
         *scanned += 1;
-        let Some((time_ns, seq)) = decode_position(&k) else {
-            continue;
-        };
-        // Entries above the mark may be visible before the mark moves: the tail scan
-        // covers those seqs.
-        if seq > indexed {
-            continue;
-        }
-        let mut all = true;
-        for (i, p) in prefixes.iter().enumerate() {
-            if Some(i) != driver && !index.contains_key(entry_key(p, time_ns, seq))? {
-                all = false;
+        let all = lists
+            .iter()
+            .enumerate()
+            .all(|(i, l)| Some(i) == driver || l.binary_search(p).is_ok());
+        if all {
+            out.push(*p);
+            if out.len() == limit {
                 break;
             }
         }
-        if !all {
-            continue;
-        }
-        // Re-check the record itself: a stale entry (e.g. a seq lost in a crash and reused)
-        // must not produce a wrong hit.
-        let Some(r) = log.get(seq)? else { continue };
-        if r.time_ns != time_ns || !matches(&r, filters, q, before) {
-            continue;
-        }
-        out.push(r);
-        found += 1;
-        if found == limit {
-            break;
-        }
     }
-    Ok(())
+    out
 }
 
 /// All receipts of an enforcer session id or a protocol session id, in chain order: through
-/// the indexes up to the indexer's mark `indexed`, and by reading the records above it.
+/// the indexes, and by reading the records they do not cover yet.
 pub fn replay(
     log: &ReceiptLog<Receipt>,
-    index: &sled::Tree,
-    indexed: u64,
+    indexer: &IndexerState,
     session: &str,
 ) -> Result<Vec<Receipt>> {
     if session.is_empty() {
         return Ok(Vec::new());
     }
-    let head = log.len();
     let is_ours = |r: &Receipt| {
         r.session.enforcer_session == session
             || r.session.protocol_session_id.as_deref() == Some(session)
     };
-    let mut seqs = BTreeSet::new();
-    for field in [Field::EnforcerSession, Field::ProtocolSession] {
-        for kv in index.scan_prefix(field_prefix(field, session)) {
-            let (k, _) = kv?;
-            if let Some((_, seq)) = decode_position(&k) {
-                if seq <= indexed {
-                    seqs.insert(seq);
-                }
+    let (seqs, unindexed) = {
+        let ix = indexer.read()?;
+        let mut seqs = BTreeSet::new();
+        for field in [Field::EnforcerSession, Field::ProtocolSession] {
+            seqs.extend(ix.postings.list(field, session).iter().map(|p| unpos(*p).1));
+        }
+        (seqs, ix.unindexed())
+    };
+    let mut out = Vec::with_capacity(seqs.len());
+    if !unindexed.is_empty() {
+        for r in log.records_in(*unindexed.start(), *unindexed.end()) {
+            let r = r?;
+            if is_ours(&r) {
+                out.push(r);
             }
         }
     }
-    let mut out = Vec::with_capacity(seqs.len());
     for seq in seqs {
         if let Some(r) = log.get(seq)? {
             if is_ours(&r) {
@@ -283,14 +247,7 @@ pub fn replay(
             }
         }
     }
-    if head > indexed {
-        for r in log.records_in(indexed + 1, head) {
-            let r = r?;
-            if is_ours(&r) {
-                out.push(r);
-            }
-        }
-    }
+    out.sort_by_key(|r| r.seq);
     Ok(out)
 }
 
@@ -620,14 +577,13 @@ mod tests {
 
 #[cfg(test)]
 mod lag_tests {
-    //! Search, pagination and replay while the background indexer lags, and re-indexing.
+    //! Search, pagination and replay while the indexes are being rebuilt after a start.
     use super::tests::{check, s, synthetic, BASE, N};
     use super::*;
     use crate::audit::durability::Durability;
-    use crate::audit::index::{time_prefix, INDEX_NS, MARK_KEY};
     use crate::audit::store::{
         tests::{tmp_db, tmp_log},
-        AuditStore, Tuning, RECEIPTS_TREE,
+        AuditStore, Tuning,
     };
     use std::collections::HashSet;
     use std::time::Duration;
@@ -698,50 +654,59 @@ mod lag_tests {
         }
     }
 
+    /// A store holding `first` receipts in its log, reopened with the rebuild paused.
+    async fn reopened_paused(
+        db: &sled::Db,
+        log: &std::path::Path,
+        first: std::ops::Range<u64>,
+    ) -> (AuditStore, Vec<Receipt>) {
+        let mut all = Vec::new();
+        {
+            let store = AuditStore::open(db, log, Durability::default()).unwrap();
+            for i in first {
+                all.push(store.append(synthetic(i)).await.unwrap());
+            }
+            // Indexed as appended.
+            assert_eq!(store.indexed_upto(), all.len() as u64);
+            check_all(&store, &all);
+        }
+        (paused(db, log), all)
+    }
+
     #[tokio::test]
-    async fn search_is_complete_while_the_indexer_lags() {
+    async fn search_is_complete_while_the_rebuild_runs() {
         let db = tmp_db();
         let log = tmp_log();
-        let store = paused(&db, &log);
-        let mut all = Vec::new();
-        for i in 0..N {
-            all.push(store.append(synthetic(i)).await.unwrap());
-        }
-        // Nothing indexed: everything comes from the tail scan.
+        let (store, mut all) = reopened_paused(&db, &log, 0..N).await;
+        // Nothing rebuilt yet: the old receipts come from reading the log.
         assert_eq!(store.indexed_upto(), 0);
         check_all(&store, &all);
-        assert!(store.verify().unwrap().is_ok());
-        // Fully indexed: same answers from the indexes.
+        // New receipts are indexed as they are appended, beside the unindexed old ones.
+        for i in N..N + 20 {
+            all.push(store.append(synthetic(i)).await.unwrap());
+        }
+        check_all(&store, &all);
         store.set_indexer_paused(false);
         assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
-        assert_eq!(store.indexed_upto(), N);
+        assert_eq!(store.indexed_upto(), N + 20);
         check_all(&store, &all);
         let report = store.verify().unwrap();
-        assert!(
-            report.is_ok(),
-            "index keys and mark are not chain keys: {report}"
-        );
-        assert_eq!(report.checked, N);
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.checked, N + 20);
     }
 
     #[tokio::test]
     async fn pagination_across_the_indexed_boundary() {
         let db = tmp_db();
         let log = tmp_log();
-        let store = paused(&db, &log);
-        let mut all = Vec::new();
-        // First half indexed, second half not: pages (limit 7) straddle the boundary, and
-        // times are not in seq order so both sources interleave on every page.
-        for i in 0..N / 2 {
-            all.push(store.append(synthetic(i)).await.unwrap());
-        }
-        store.set_indexer_paused(false);
-        assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
-        store.set_indexer_paused(true);
+        // First half in the log when the store opens (not rebuilt yet), second half appended
+        // (indexed): pages (limit 9) straddle the two sources, and times are not in seq order
+        // so both interleave on every page.
+        let (store, mut all) = reopened_paused(&db, &log, 0..N / 2).await;
         for i in N / 2..N {
             all.push(store.append(synthetic(i)).await.unwrap());
         }
-        assert_eq!(store.indexed_upto(), N / 2);
+        assert_eq!(store.indexed_upto(), 0);
         check_all(&store, &all);
 
         // The boundary moves between pages: no duplicates, no skips, same order.
@@ -769,75 +734,5 @@ mod lag_tests {
         let expect: Vec<String> = expect.iter().map(|r| r.id.clone()).collect();
         assert_eq!(got.iter().collect::<HashSet<_>>().len(), got.len());
         assert_eq!(got, expect);
-    }
-
-    fn index_entries(db: &sled::Db) -> usize {
-        db.open_tree(RECEIPTS_TREE)
-            .unwrap()
-            .scan_prefix(time_prefix())
-            .count()
-    }
-
-    #[tokio::test]
-    async fn reopen_reindexes_from_a_stale_mark() {
-        let db = tmp_db();
-        let log = tmp_log();
-        let mut all = Vec::new();
-        {
-            let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
-            for i in 0..N {
-                all.push(store.append(synthetic(i)).await.unwrap());
-            }
-            assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
-        }
-        // Simulate a crash that lost the index batches above seq 40 (but not the records).
-        let tree = db.open_tree(RECEIPTS_TREE).unwrap();
-        let stale: Vec<sled::IVec> = tree
-            .scan_prefix(INDEX_NS)
-            .keys()
-            .map(|k| k.unwrap())
-            .filter(|k| k.as_ref() != MARK_KEY)
-            .filter(|k| decode_position(k).unwrap().1 > 40)
-            .collect();
-        assert!(!stale.is_empty());
-        for k in stale {
-            tree.remove(k).unwrap();
-        }
-        tree.insert(MARK_KEY, &40u64.to_be_bytes()[..]).unwrap();
-        assert_eq!(index_entries(&db), 40);
-        {
-            let store = paused(&db, &log);
-            assert_eq!(store.indexed_upto(), 40);
-            // Complete before the re-index, from the tail scan.
-            check_all(&store, &all);
-            store.set_indexer_paused(false);
-            assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
-            assert_eq!(index_entries(&db), N as usize);
-            check_all(&store, &all);
-            // The chain continues and the new receipts are indexed too.
-            all.push(store.append(synthetic(N)).await.unwrap());
-            assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
-            check_all(&store, &all);
-            assert!(store.verify().unwrap().is_ok());
-        }
-        // A mark beyond the head (tampered) is clamped; a missing mark means indexing again
-        // from the start, and search stays complete meanwhile.
-        tree.insert(MARK_KEY, &10_000u64.to_be_bytes()[..]).unwrap();
-        {
-            let store = paused(&db, &log);
-            assert_eq!(store.indexed_upto(), N + 1);
-        }
-        tree.remove(MARK_KEY).unwrap();
-        {
-            let store = paused(&db, &log);
-            assert_eq!(store.indexed_upto(), 0);
-            check_all(&store, &all);
-        }
-        // Idempotent: a full re-index from 0 changes nothing.
-        tree.insert(MARK_KEY, &0u64.to_be_bytes()[..]).unwrap();
-        let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
-        assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
-        assert_eq!(index_entries(&db), N as usize + 1);
-        check_all(&store, &all);
     }
 }

@@ -19,20 +19,20 @@ use std::time::Duration;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::chain::{Chain, ChainRecord, PreparedRecord, VerifyReport};
+use super::chain::{ChainRecord, PreparedRecord, VerifyReport};
 use super::durability::{Durability, WindowFlusher};
 use super::error::{AuditError, Result};
-use super::index::{index_keys, INDEX_NS, MARK_KEY};
-use super::indexer::{read_mark, Handoff, Indexer};
+use super::index::IndexEntry;
+use super::indexer::Indexer;
 use super::log::ReceiptLog;
 use super::receipt::Receipt;
 use super::search::{self, Page, Query};
 
-/// sled tree holding the receipts' indexes (prefix `i`) and the indexer's mark. Stores from
-/// before the log kept the chain (records, head) here too: moved to the log on open.
+/// sled tree where stores from before the receipts log kept the chain (records, head) and
+/// its index keys: the chain moves to the log on open and the tree is dropped.
 pub const RECEIPTS_TREE: &str = "audit.receipts";
-/// The separate index tree of the previous layout: migrated into [`RECEIPTS_TREE`] (under the
-/// index prefix) and dropped by [`AuditStore::open`].
+/// The separate index tree of an older layout: dropped by [`AuditStore::open`] (the indexes
+/// are rebuilt in memory from the log).
 pub const RECEIPTS_INDEX_TREE: &str = "audit.receipts.idx";
 
 /// Most receipts the writer puts in one write (an `append_batch` larger than this is
@@ -70,8 +70,8 @@ pub struct StoreStats {
 /// One append (or append_batch) waiting for the writer.
 struct Request {
     items: Vec<PreparedRecord>,
-    /// Index keys of each item (seq placeholder), for the indexer.
-    keys: Vec<Vec<Vec<u8>>>,
+    /// What the indexes keep of each item.
+    entries: Vec<IndexEntry>,
     /// Seq of the first item.
     reply: oneshot::Sender<Result<u64>>,
 }
@@ -146,8 +146,6 @@ struct Core {
     indexer: Indexer,
     db: sled::Db,
     log: Arc<ReceiptLog<Receipt>>,
-    /// The indexes (and the indexer's mark).
-    index: sled::Tree,
     strict: bool,
     /// Syncs the log and checkpoints its head (both modes; in Window mode it is what makes
     /// appends durable).
@@ -169,16 +167,15 @@ impl Drop for InFlight<'_> {
 }
 
 impl Core {
-    /// Writes `items` in one batch (and flushes it in Strict mode), hands their index keys to
-    /// the indexer; returns the seq of the first receipt. Any error is made sticky. The
-    /// caller holds `write_lock`.
-    fn write(&self, items: &[&PreparedRecord], keys: Vec<Vec<Vec<u8>>>) -> Result<u64> {
+    /// Writes `items` in one batch (and syncs it in Strict mode) and indexes them; returns
+    /// the seq of the first receipt. Any error is made sticky. The caller holds `write_lock`
+    /// (so batches are indexed in seq order).
+    fn write(&self, items: &[&PreparedRecord], entries: &[IndexEntry]) -> Result<u64> {
         let res = std::panic::catch_unwind(AssertUnwindSafe(|| self.write_inner(items)))
             .unwrap_or_else(|_| Err(AuditError::Corrupt("audit writer panicked".into())));
         match res {
             Ok(first) => {
-                self.indexer.state.note_write();
-                self.indexer.hand_off(Handoff { first, keys });
+                self.indexer.state.insert(first, entries);
                 Ok(first)
             }
             Err(e) => {
@@ -228,13 +225,13 @@ impl Core {
                     Err(_) => break,
                 }
             }
-            let keys: Vec<Vec<Vec<u8>>> = reqs
+            let entries: Vec<IndexEntry> = reqs
                 .iter_mut()
-                .flat_map(|r| std::mem::take(&mut r.keys))
+                .flat_map(|r| std::mem::take(&mut r.entries))
                 .collect();
             let all: Vec<&PreparedRecord> = reqs.iter().flat_map(|r| r.items.iter()).collect();
             let res = match self.write_lock.lock() {
-                Ok(_guard) => self.write(&all, keys),
+                Ok(_guard) => self.write(&all, &entries),
                 Err(_) => Err(AuditError::Poisoned),
             };
             drop(all);
@@ -265,41 +262,6 @@ pub struct AuditStore {
     writer: Option<JoinHandle<()>>,
 }
 
-/// Moves the index keys of the previous two-tree layout into the receipts tree (idempotent:
-/// a crash mid-way redoes it on the next open) and drops the old tree.
-fn migrate_old_index(db: &sled::Db, tree: &sled::Tree) -> Result<()> {
-    if !db
-        .tree_names()
-        .iter()
-        .any(|n| n.as_ref() == RECEIPTS_INDEX_TREE.as_bytes())
-    {
-        return Ok(());
-    }
-    let old = db.open_tree(RECEIPTS_INDEX_TREE)?;
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
-    for kv in old.iter() {
-        let (k, _) = kv?;
-        let mut key = INDEX_NS.to_vec();
-        key.extend_from_slice(&k);
-        batch.insert(key, &[][..]);
-        n += 1;
-        if n == 10_000 {
-            tree.apply_batch(std::mem::take(&mut batch))?;
-            n = 0;
-        }
-    }
-    if n > 0 {
-        tree.apply_batch(batch)?;
-    }
-    // The old layout indexed every receipt in the same transaction as its record.
-    let head = Chain::<Receipt>::open_shared(tree.clone(), INDEX_NS.to_vec())?.len()?;
-    tree.insert(MARK_KEY, &head.to_be_bytes()[..])?;
-    db.flush()?;
-    db.drop_tree(RECEIPTS_INDEX_TREE)?;
-    Ok(())
-}
-
 impl AuditStore {
     /// Opens (or creates) the receipts chain and its indexes in `db`, and starts the writer
     /// thread, the background indexer (which first indexes whatever the stored mark does not
@@ -316,11 +278,8 @@ impl AuditStore {
         durability: Durability,
         tuning: Tuning,
     ) -> Result<Self> {
-        let tree = db.open_tree(RECEIPTS_TREE)?;
-        migrate_old_index(db, &tree)?;
         let log = Arc::new(ReceiptLog::open(log_dir)?);
-        migrate_chain_to_log(db, &tree, &log)?;
-        let mark = read_mark(&tree)?;
+        migrate_chain_to_log(db, &log)?;
         let window = match durability {
             Durability::Strict => Duration::from_millis(200),
             Durability::Window(w) => w.max(Duration::from_millis(1)),
@@ -335,13 +294,12 @@ impl AuditStore {
             },
             window,
         )?));
-        let indexer = Indexer::start(log.clone(), tree.clone(), mark, tuning.indexer_paused)?;
+        let indexer = Indexer::start(log.clone(), tuning.indexer_paused)?;
         let health = Arc::new(Health::default());
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let core = Arc::new(Core {
             db: db.clone(),
             log,
-            index: tree,
             strict: durability == Durability::Strict,
             flusher,
             health,
@@ -399,7 +357,7 @@ impl AuditStore {
             .iter()
             .map(PreparedRecord::new)
             .collect::<Result<Vec<_>>>()?;
-        let keys: Vec<Vec<Vec<u8>>> = receipts.iter().map(index_keys).collect();
+        let entries: Vec<IndexEntry> = receipts.iter().map(IndexEntry::of).collect();
         let tx = self.tx.as_ref().ok_or_else(writer_gone)?;
         // Let concurrent appends of this runtime thread show up before deciding: alone ->
         // write directly; several -> queue for the writer thread, which batches them.
@@ -407,13 +365,17 @@ impl AuditStore {
             tokio::task::yield_now().await;
             self.core.in_flight.load(Ordering::Acquire) == 1
         };
-        let first = match self.try_direct(alone, &items, keys) {
+        let first = match self.try_direct(alone, &items, entries) {
             Ok(res) => res?,
-            Err(keys) => {
+            Err(entries) => {
                 let (reply, rx) = oneshot::channel();
-                tx.send(Request { items, keys, reply })
-                    .await
-                    .map_err(|_| writer_gone())?;
+                tx.send(Request {
+                    items,
+                    entries,
+                    reply,
+                })
+                .await
+                .map_err(|_| writer_gone())?;
                 rx.await.map_err(|_| writer_gone())??
             }
         };
@@ -430,20 +392,20 @@ impl AuditStore {
         &self,
         alone: bool,
         items: &[PreparedRecord],
-        keys: Vec<Vec<Vec<u8>>>,
-    ) -> std::result::Result<Result<u64>, Vec<Vec<Vec<u8>>>> {
+        entries: Vec<IndexEntry>,
+    ) -> std::result::Result<Result<u64>, Vec<IndexEntry>> {
         let Some(tx) = &self.tx else {
-            return Err(keys);
+            return Err(entries);
         };
         if !alone || !self.tuning.direct || self.core.strict || tx.capacity() != tx.max_capacity() {
-            return Err(keys);
+            return Err(entries);
         }
         let Ok(_guard) = self.core.write_lock.try_lock() else {
-            return Err(keys);
+            return Err(entries);
         };
         self.core.health.direct.fetch_add(1, Ordering::Relaxed);
         let all: Vec<&PreparedRecord> = items.iter().collect();
-        Ok(self.core.write(&all, keys))
+        Ok(self.core.write(&all, &entries))
     }
 
     /// Flushes everything appended so far (e.g. at shutdown).
@@ -487,22 +449,12 @@ impl AuditStore {
 
     /// See `search::search`. Synchronous (sled reads).
     pub fn search(&self, q: &Query) -> Result<Page> {
-        search::search(
-            &self.core.log,
-            &self.core.index,
-            self.core.indexer.state.indexed(),
-            q,
-        )
+        search::search(&self.core.log, &self.core.indexer.state, q)
     }
 
     /// All receipts of an enforcer or protocol session, in chain order.
     pub fn replay(&self, session: &str) -> Result<Vec<Receipt>> {
-        search::replay(
-            &self.core.log,
-            &self.core.index,
-            self.core.indexer.state.indexed(),
-            session,
-        )
+        search::replay(&self.core.log, &self.core.indexer.state, session)
     }
 
     pub fn stats(&self) -> Result<StoreStats> {
@@ -516,7 +468,7 @@ impl AuditStore {
     /// Every receipt with seq <= this is in the indexes (search and replay scan the records
     /// above it directly).
     pub fn indexed_upto(&self) -> u64 {
-        self.core.indexer.state.indexed()
+        self.core.indexer.state.indexed_upto(self.core.log.len())
     }
 
     /// Write-path counters: (batches written, of which by the calling task directly, total
@@ -551,11 +503,20 @@ impl AuditStore {
     }
 }
 
-/// Moves the chain of a store from before the log (records and head in the sled tree) into
-/// the log, entry by entry as stored (hashes unchanged), then removes it from the tree. A
-/// crash midway redoes what is left on the next open. (A store without an index mark is
-/// indexed again from the start by the indexer: idempotent.)
-fn migrate_chain_to_log(db: &sled::Db, tree: &sled::Tree, log: &ReceiptLog<Receipt>) -> Result<()> {
+/// Moves the chain of a store from before the log (records and head in a sled tree) into the
+/// log, entry by entry as stored (hashes unchanged), then drops the tree (with its index
+/// keys: the indexes now live in memory). A crash midway redoes what is left on the next
+/// open.
+fn migrate_chain_to_log(db: &sled::Db, log: &ReceiptLog<Receipt>) -> Result<()> {
+    let names = db.tree_names();
+    let has = |name: &str| names.iter().any(|n| n.as_ref() == name.as_bytes());
+    if has(RECEIPTS_INDEX_TREE) {
+        db.drop_tree(RECEIPTS_INDEX_TREE)?;
+    }
+    if !has(RECEIPTS_TREE) {
+        return Ok(());
+    }
+    let tree = db.open_tree(RECEIPTS_TREE)?;
     let mut moved = 0u64;
     let mut old_head = 0u64;
     for kv in tree.range(..[1u8].as_ref()) {
@@ -578,25 +539,11 @@ fn migrate_chain_to_log(db: &sled::Db, tree: &sled::Tree, log: &ReceiptLog<Recei
         log.append_raw(seq, hash, &v)?;
         moved += 1;
     }
-    if old_head == 0 {
-        return Ok(());
+    if old_head > 0 {
+        log.checkpoint()?;
     }
-    log.checkpoint()?;
-    let mut batch = sled::Batch::default();
-    let mut n = 0;
-    for kv in tree.range(..[1u8].as_ref()) {
-        let (k, _) = kv?;
-        if k.len() == 8 {
-            batch.remove(k);
-            n += 1;
-            if n == 10_000 {
-                tree.apply_batch(std::mem::take(&mut batch))?;
-                n = 0;
-            }
-        }
-    }
-    batch.remove(super::chain::HEAD_KEY);
-    tree.apply_batch(batch)?;
+    drop(tree);
+    db.drop_tree(RECEIPTS_TREE)?;
     db.flush()?;
     tracing::info!(
         receipts = moved,
@@ -624,6 +571,7 @@ impl Drop for AuditStore {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::audit::chain::Chain;
     use crate::audit::receipt::*;
     use serde_json::json;
     use std::collections::BTreeMap;
@@ -920,14 +868,11 @@ pub(crate) mod tests {
                 Some(db.open_tree(RECEIPTS_INDEX_TREE).unwrap()),
             )
             .unwrap();
-            let strip = |r: &Receipt| -> Vec<Vec<u8>> {
-                index_keys(r)
-                    .into_iter()
-                    .map(|k| k[INDEX_NS.len()..].to_vec())
-                    .collect()
-            };
-            old.append_batch((1..=3).map(full_receipt).collect(), strip)
-                .unwrap();
+            old.append_batch(
+                (1..=3).map(full_receipt).collect(),
+                crate::audit::chain::tests::index_keys,
+            )
+            .unwrap();
         }
         let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
         assert!(!db
@@ -947,6 +892,40 @@ pub(crate) mod tests {
         assert_eq!(store.replay("es-1").unwrap().len(), 4);
         let report = store.verify().unwrap();
         assert!(report.is_ok(), "{report}");
+    }
+
+    #[tokio::test]
+    async fn migrates_the_sled_chain_into_the_log() {
+        use crate::audit::chain::tests::{index_keys, INDEX_NS};
+        let db = tmp_db();
+        let log = tmp_log();
+        let old_head = {
+            // The layout before the receipts log: records, head and index keys in one tree.
+            let old: Chain<Receipt> =
+                Chain::open_shared(db.open_tree(RECEIPTS_TREE).unwrap(), INDEX_NS.to_vec())
+                    .unwrap();
+            old.append_batch((1..=5).map(full_receipt).collect(), index_keys)
+                .unwrap();
+            old.head().unwrap()
+        };
+        {
+            let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
+            assert!(!db
+                .tree_names()
+                .iter()
+                .any(|n| n.as_ref() == RECEIPTS_TREE.as_bytes()));
+            assert_eq!(store.len().unwrap(), 5);
+            assert_eq!(store.core.log.head().unwrap(), old_head, "hashes unchanged");
+            assert_eq!(store.get("R000000000002").unwrap().unwrap().seq, 2);
+            assert_eq!(store.append(full_receipt(6)).await.unwrap().seq, 6);
+        }
+        // Reopened: nothing migrated twice, the chain whole.
+        let store = AuditStore::open(&db, &log, Durability::default()).unwrap();
+        assert_eq!(store.len().unwrap(), 6);
+        assert_eq!(store.replay("es-1").unwrap().len(), 6);
+        let report = store.verify().unwrap();
+        assert!(report.is_ok(), "{report}");
+        assert_eq!(report.checked, 6);
     }
 
     #[tokio::test]

@@ -14,7 +14,7 @@ use std::{
 
 use anyhow::Context as _;
 use enforcer_common::{AddrKey, Settings};
-use tokio::{io::unix::AsyncFd, net::TcpListener};
+use tokio::io::unix::AsyncFd;
 use tracing::{info, warn};
 
 use crate::{
@@ -38,16 +38,10 @@ use crate::{
 /// Run the daemon with `config`, read from `config_path` (read again on reload).
 pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     init_tracing();
-    // One thread: the current-thread scheduler, without the work-stealing machinery.
-    let mut builder = if config.proxy.worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        tokio::runtime::Builder::new_multi_thread()
-    };
-    if config.proxy.worker_threads > 1 {
-        builder.worker_threads(config.proxy.worker_threads);
-    }
-    let runtime = builder
+    // The control plane (admin socket, metrics, export, revocation follower, reaper) runs
+    // here; the data path runs on the proxy threads (`proxy::workers`), each a runtime of
+    // its own.
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("starting the async runtime")?;
@@ -121,12 +115,21 @@ async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
     tree.ensure_root()
         .context("creating the agents root cgroup")?;
 
-    // Listen first, so the kernel never points agents at a port nobody serves.
-    let mut listeners = vec![bind(config.proxy_v4()).await?];
-    if let Some(v6) = config.proxy_v6() {
-        listeners.push(bind(v6).await?);
+    // Listen first, so the kernel never points agents at a port nobody serves: one socket
+    // per proxy thread and address, in one SO_REUSEPORT group.
+    let threads = proxy::workers::count(config.proxy.worker_threads);
+    let mut addrs = vec![config.proxy_v4()];
+    addrs.extend(config.proxy_v6());
+    let mut per_thread: Vec<Vec<std::net::TcpListener>> =
+        (0..threads).map(|_| Vec::new()).collect();
+    for addr in &addrs {
+        let group = proxy::workers::bind(*addr, threads)
+            .with_context(|| format!("binding the proxy on {addr}"))?;
+        for (i, l) in group.into_iter().enumerate() {
+            per_thread[i].push(l);
+        }
     }
-    let own_netns = netns_cookie(&listeners[0]).context("reading the proxy's netns cookie")?;
+    let own_netns = netns_cookie(&per_thread[0][0]).context("reading the proxy's netns cookie")?;
 
     let (attachment, logger) = kernel::load_or_adopt(&config.paths.pin_dir, tree.root())?;
     let mut maps = KernelMaps::open(&config.paths.pin_dir)?;
@@ -212,7 +215,7 @@ async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
         audit: audit.clone(),
         terminated: Default::default(),
         blocked: Default::default(),
-        own_addrs: listeners
+        own_addrs: per_thread[0]
             .iter()
             .filter_map(|l| l.local_addr().ok())
             .collect(),
@@ -231,9 +234,8 @@ async fn serve(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
             } => metrics.session_ended(duration, calls, unique_tools),
         }
     });
-    for listener in listeners {
-        tokio::spawn(proxy::serve(listener, ctx.clone()));
-    }
+    proxy::workers::start(per_thread, ctx.clone()).context("starting the proxy threads")?;
+    info!(threads, "proxy threads serving");
     tokio::spawn(proxy::reap_idle_sessions(ctx.clone()));
     tokio::spawn(proxy::revocations::follow(
         ctx.clone(),
@@ -419,24 +421,6 @@ pub(super) fn activate_policy(
         ),
     }
     Ok(())
-}
-
-/// Accept-queue depth (capped by net.core.somaxconn): a burst of agent connects must not
-/// overflow it, since every dropped SYN costs the agent a one-second retransmit.
-const LISTEN_BACKLOG: u32 = 4096;
-
-async fn bind(addr: std::net::SocketAddr) -> anyhow::Result<TcpListener> {
-    let socket = if addr.is_ipv4() {
-        tokio::net::TcpSocket::new_v4()
-    } else {
-        tokio::net::TcpSocket::new_v6()
-    }
-    .with_context(|| format!("creating the proxy socket for {addr}"))?;
-    socket.set_reuseaddr(true)?;
-    socket
-        .bind(addr)
-        .and_then(|_| socket.listen(LISTEN_BACKLOG))
-        .with_context(|| format!("binding the proxy on {addr}"))
 }
 
 /// The proxy must not live in the agents' subtree: its own connects would be redirected.

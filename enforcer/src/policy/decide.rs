@@ -127,7 +127,7 @@ impl Policy {
             Err(e) => return request_error(e),
         };
         let pset = self.scope.policy_set(cands);
-        let resp = Authorizer::new().is_authorized(&request, &pset, &entities);
+        let resp = Authorizer::new().is_authorized(&request, &pset, &entities.entities);
         self.pick(&resp, req.call.method, defaults)
     }
 
@@ -138,7 +138,7 @@ impl Policy {
             Ok(x) => x,
             Err(e) => return request_error(e),
         };
-        let resp = Authorizer::new().is_authorized(&request, &self.pset, &entities);
+        let resp = Authorizer::new().is_authorized(&request, &self.pset, &entities.entities);
         self.pick(&resp, req.call.method, defaults)
     }
 
@@ -188,7 +188,7 @@ impl Policy {
             return true;
         };
         let pset = self.scope.policy_set(self.scope.candidates(t));
-        self.could_ever_call_in(&pset, t, request, entities, defaults)
+        self.could_ever_call_in(&pset, t, request, &entities.entities, defaults)
     }
 
     /// `could_ever_call` on the full policy set (the pre-index behaviour).
@@ -201,7 +201,7 @@ impl Policy {
         let Ok((request, entities)) = build_partial_request(t) else {
             return true;
         };
-        self.could_ever_call_in(&self.pset, t, request, entities, defaults)
+        self.could_ever_call_in(&self.pset, t, request, &entities.entities, defaults)
     }
 
     fn could_ever_call_in(
@@ -209,10 +209,10 @@ impl Policy {
         pset: &cedar_policy::PolicySet,
         t: &CallTemplate<'_>,
         request: cedar_policy::Request,
-        entities: cedar_policy::Entities,
+        entities: &cedar_policy::Entities,
         defaults: &Defaults,
     ) -> bool {
-        let resp = Authorizer::new().is_authorized_partial(&request, pset, &entities);
+        let resp = Authorizer::new().is_authorized_partial(&request, pset, entities);
         let forbidden = resp.definitely_satisfied().any(|p| {
             self.index
                 .get(AsRef::<str>::as_ref(p.id()))

@@ -130,8 +130,42 @@ pub(crate) struct Built {
     pub entities: Entities,
 }
 
+/// Most entity sets kept; past it the cache starts over (a host has a bounded set of agents,
+/// connectors and tools, so in practice it never fills).
+const ENTITY_CACHE_MAX: usize = 4096;
+
+/// Entity sets by (user, agent, instance, connector, method, target): building one computes a
+/// transitive closure, which cost more than the decision itself on every call.
+static ENTITY_CACHE: LazyLock<std::sync::Mutex<HashMap<String, std::sync::Arc<Built>>>> =
+    LazyLock::new(Default::default);
+
+/// The entities of a call template, built once per distinct template.
+pub(crate) fn entities_for(t: &CallTemplate<'_>) -> Result<std::sync::Arc<Built>, String> {
+    let kind = ResourceKind::for_method(t.method);
+    let target = if kind.target_attr().is_some() {
+        t.target
+    } else {
+        ""
+    };
+    let key = [t.user, t.agent, t.instance, t.connector, t.method, target].join("\u{0}");
+    if let Some(b) = ENTITY_CACHE
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+    {
+        return Ok(b.clone());
+    }
+    let built = std::sync::Arc::new(build_entities(t)?);
+    let mut cache = ENTITY_CACHE.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.len() >= ENTITY_CACHE_MAX {
+        cache.clear();
+    }
+    cache.insert(key, built.clone());
+    Ok(built)
+}
+
 /// Build principal/action/resource and the entity hierarchy.
-pub(crate) fn build_entities(t: &CallTemplate<'_>) -> Result<Built, String> {
+fn build_entities(t: &CallTemplate<'_>) -> Result<Built, String> {
     let principal = uid("Instance", &format!("{}/{}", t.agent, t.instance));
     let agent = uid("Agent", t.agent);
     let user = uid("User", t.user);
@@ -198,8 +232,8 @@ fn fixed_context(t: &CallTemplate<'_>) -> Vec<(String, RestrictedExpression)> {
 pub(crate) fn build_request(
     req: &CallRequest<'_>,
     detectors: &[String],
-) -> Result<(Request, Entities), String> {
-    let b = build_entities(&req.call)?;
+) -> Result<(Request, std::sync::Arc<Built>), String> {
+    let b = entities_for(&req.call)?;
     let mut ctx = fixed_context(&req.call);
     let args = match req.arguments {
         Value::Object(_) => json_to_cedar(req.arguments).expect("object converts"),
@@ -228,22 +262,36 @@ pub(crate) fn build_request(
         ]),
     ));
     let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
-    let request = Request::new(b.principal, b.action, b.resource, context, None)
-        .map_err(|e| e.to_string())?;
-    Ok((request, b.entities))
+    let request = Request::new(
+        b.principal.clone(),
+        b.action.clone(),
+        b.resource.clone(),
+        context,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((request, b))
 }
 
 /// A request whose `arguments`, `dlp` and `time` are unknown (partial eval).
-pub(crate) fn build_partial_request(t: &CallTemplate<'_>) -> Result<(Request, Entities), String> {
-    let b = build_entities(t)?;
+pub(crate) fn build_partial_request(
+    t: &CallTemplate<'_>,
+) -> Result<(Request, std::sync::Arc<Built>), String> {
+    let b = entities_for(t)?;
     let mut ctx = fixed_context(t);
     for k in ["arguments", "dlp", "time"] {
         ctx.push((k.into(), RestrictedExpression::new_unknown(k)));
     }
     let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
-    let request = Request::new(b.principal, b.action, b.resource, context, None)
-        .map_err(|e| e.to_string())?;
-    Ok((request, b.entities))
+    let request = Request::new(
+        b.principal.clone(),
+        b.action.clone(),
+        b.resource.clone(),
+        context,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((request, b))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod reply;
 mod response;
 pub mod revocations;
 pub mod upstream;
+pub mod workers;
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
 
