@@ -316,7 +316,7 @@ impl Config {
         self.paths.state_dir.join("revocations.json")
     }
 
-    /// The sled store: receipt indexes, policy versions, the admin log.
+    /// The sled store: policy versions, the admin log.
     pub fn store_dir(&self) -> PathBuf {
         self.paths.state_dir.join("store")
     }

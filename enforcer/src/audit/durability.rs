@@ -25,7 +25,7 @@ impl Default for Durability {
 }
 
 /// Background flusher: runs `flush` at most `window` after `mark_dirty` (the receipts log's
-/// fdatasync and `HEAD` checkpoint, then sled's indexes). Dropping it flushes once more and
+/// fdatasync and `HEAD` checkpoint, then the sled store). Dropping it flushes once more and
 /// joins.
 pub struct WindowFlusher {
     stop: Option<mpsc::Sender<()>>,

@@ -1,7 +1,10 @@
 //! Decisions: `Policy::decide` and `Policy::could_ever_call`.
 
 use super::compile::{Policy, RuleEffect};
-use super::request::{build_partial_request, build_request, CallRequest, CallTemplate};
+use super::index::Matched;
+use super::request::{
+    build_partial_request, build_request, build_request_without_context, CallRequest, CallTemplate,
+};
 use cedar_policy::Authorizer;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -122,13 +125,35 @@ impl Policy {
             // distinct, no schema), so `request_error` cannot be skipped.
             return Decision::default_for(defaults.for_method(req.call.method), Vec::new());
         }
+        if !self.scope.reads_context(&cands) {
+            // The decision depends on the template alone: Cedar runs once per template.
+            let mut failed = None;
+            let m = self.scope.memoized(&req.call, || {
+                match build_request_without_context(&req.call) {
+                    Ok((request, entities)) => {
+                        let pset = self.scope.policy_set(cands);
+                        let resp =
+                            Authorizer::new().is_authorized(&request, &pset, &entities.entities);
+                        self.matched(&resp)
+                    }
+                    Err(e) => {
+                        failed = Some(e);
+                        Matched::default()
+                    }
+                }
+            });
+            if let Some(e) = failed {
+                return request_error(e);
+            }
+            return self.pick(&m, req.call.method, defaults);
+        }
         let (request, entities) = match build_request(req, &self.detectors) {
             Ok(x) => x,
             Err(e) => return request_error(e),
         };
         let pset = self.scope.policy_set(cands);
         let resp = Authorizer::new().is_authorized(&request, &pset, &entities.entities);
-        self.pick(&resp, req.call.method, defaults)
+        self.pick(&self.matched(&resp), req.call.method, defaults)
     }
 
     /// `decide` on the full policy set (the pre-index behaviour).
@@ -139,19 +164,28 @@ impl Policy {
             Err(e) => return request_error(e),
         };
         let resp = Authorizer::new().is_authorized(&request, &self.pset, &entities.entities);
-        self.pick(&resp, req.call.method, defaults)
+        self.pick(&self.matched(&resp), req.call.method, defaults)
     }
 
-    /// First forbid in source order, else first approval permit, else
-    /// first permit, else the method's default.
-    fn pick(&self, resp: &cedar_policy::Response, method: &str, defaults: &Defaults) -> Decision {
-        let errors: Vec<String> = resp.diagnostics().errors().map(|e| e.to_string()).collect();
-        let mut matched: Vec<usize> = resp
+    /// The rules Cedar matched (source order) and its errors.
+    fn matched(&self, resp: &cedar_policy::Response) -> Matched {
+        let mut rules: Vec<usize> = resp
             .diagnostics()
             .reason()
             .filter_map(|id| self.index.get(AsRef::<str>::as_ref(id)).copied())
             .collect();
-        matched.sort_unstable();
+        rules.sort_unstable();
+        Matched {
+            rules,
+            errors: resp.diagnostics().errors().map(|e| e.to_string()).collect(),
+        }
+    }
+
+    /// First forbid in source order, else first approval permit, else
+    /// first permit, else the method's default.
+    fn pick(&self, m: &Matched, method: &str, defaults: &Defaults) -> Decision {
+        let errors = m.errors.clone();
+        let matched = &m.rules;
         let pick = matched
             .iter()
             .find(|i| self.rules[**i].effect == RuleEffect::Forbid)
@@ -478,6 +512,54 @@ permit(principal in Agent::"night-bot", action == Action::"tools/call", resource
         assert_eq!((d.effect, d.rule.as_deref()), (Effect::Allow, Some("ok")));
         assert_eq!(d.errors.len(), 1, "{:?}", d.errors);
         assert!(d.errors[0].contains("bad"), "{:?}", d.errors);
+    }
+
+    #[test]
+    fn decisions_that_cannot_depend_on_the_context_are_memoized_per_template() {
+        let src = r#"@id("no-del") forbid(principal, action == Action::"tools/call", resource) when { resource.name like "delete_*" };
+@id("bots") permit(principal in Agent::"bot", action == Action::"tools/call", resource);
+@id("small") permit(principal in Agent::"ctx", action == Action::"tools/call", resource) when { context.arguments has n && context.arguments.n < 5 };"#;
+        let p = Policy::compile(src, "m.cedar").unwrap_or_else(|e| panic!("{e}"));
+        let memo = || p.scope.verdicts_len();
+        // Context-free candidates: one Cedar run per template, the same answer every time.
+        for _ in 0..3 {
+            let d = decide(&p, tpl("bot", "u", "c", "read"), json!({"n": 100}));
+            assert_eq!((d.effect, d.rule.as_deref()), (Effect::Allow, Some("bots")));
+            let d = decide(&p, tpl("bot", "u", "c", "delete_all"), json!({}));
+            assert_eq!(
+                (d.effect, d.rule.as_deref()),
+                (Effect::Deny, Some("no-del"))
+            );
+        }
+        assert_eq!(memo(), 2);
+        // A candidate reads the context: decided per call, never memoized.
+        let small = decide(&p, tpl("ctx", "u", "c", "read"), json!({"n": 1}));
+        let large = decide(&p, tpl("ctx", "u", "c", "read"), json!({"n": 100}));
+        assert_eq!(
+            (small.effect, small.rule.as_deref()),
+            (Effect::Allow, Some("small"))
+        );
+        assert_eq!(large.effect, Effect::Deny, "the default");
+        assert_eq!(memo(), 2);
+        // Every answer equals the full evaluation.
+        for (t, args) in [
+            (tpl("bot", "u", "c", "read"), json!({})),
+            (tpl("bot", "u", "c", "delete_all"), json!({})),
+            (tpl("ctx", "u", "c", "read"), json!({"n": 2})),
+        ] {
+            let dlp = BTreeMap::new();
+            let req = CallRequest {
+                call: t,
+                arguments: &args,
+                dlp: &dlp,
+                now: noon(),
+            };
+            let (a, b) = (
+                p.decide(&req, &Defaults::product()),
+                p.decide_reference(&req, &Defaults::product()),
+            );
+            assert_eq!((a.effect, a.rule), (b.effect, b.rule));
+        }
     }
 
     #[test]

@@ -374,6 +374,20 @@ pub(crate) struct ScopeIndex {
     /// Rules with an unconstrained action (for other methods).
     any_action: Bucket,
     cache: Mutex<HashMap<Vec<u32>, Arc<PolicySet>>>,
+    /// Per rule: whether its text mentions `context` (conservative: a mention inside a string
+    /// counts too). A call whose candidate rules never read the context has a decision that
+    /// depends on its template alone, which is then memoized.
+    reads_context: Vec<bool>,
+    /// Matched rules and errors by call template, for templates whose candidates never read
+    /// the context.
+    verdicts: Mutex<HashMap<String, Arc<Matched>>>,
+}
+
+/// What Cedar answered for a call: the matched rules (source order) and the errors.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Matched {
+    pub rules: Vec<usize>,
+    pub errors: Vec<String>,
 }
 
 impl fmt::Debug for ScopeIndex {
@@ -425,12 +439,18 @@ impl ScopeIndex {
                 }
             }
         }
+        let reads_context = policies
+            .iter()
+            .map(|p| p.to_string().contains("context"))
+            .collect();
         ScopeIndex {
             policies,
             scopes,
             by_method,
             any_action,
             cache: Mutex::new(HashMap::new()),
+            reads_context,
+            verdicts: Mutex::new(HashMap::new()),
         }
     }
 
@@ -476,6 +496,37 @@ impl ScopeIndex {
         }
         c.insert(cands, set.clone());
         set
+    }
+
+    /// Whether any of these rules reads the request context.
+    pub(crate) fn reads_context(&self, cands: &[u32]) -> bool {
+        cands.iter().any(|i| self.reads_context[*i as usize])
+    }
+
+    /// The memoized answer for a template whose candidates never read the context, computing
+    /// it with `compute` on a miss.
+    pub(crate) fn memoized(
+        &self,
+        t: &CallTemplate<'_>,
+        compute: impl FnOnce() -> Matched,
+    ) -> Arc<Matched> {
+        let key = super::request::template_key(t);
+        let lock = || self.verdicts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(m) = lock().get(&key) {
+            return m.clone();
+        }
+        let m = Arc::new(compute());
+        let mut c = lock();
+        if c.len() >= SET_CACHE_CAP {
+            c.clear();
+        }
+        c.insert(key, m.clone());
+        m
+    }
+
+    #[cfg(test)]
+    pub(crate) fn verdicts_len(&self) -> usize {
+        self.verdicts.lock().map(|c| c.len()).unwrap_or(0)
     }
 
     #[cfg(test)]

@@ -139,15 +139,21 @@ const ENTITY_CACHE_MAX: usize = 4096;
 static ENTITY_CACHE: LazyLock<std::sync::Mutex<HashMap<String, std::sync::Arc<Built>>>> =
     LazyLock::new(Default::default);
 
-/// The entities of a call template, built once per distinct template.
-pub(crate) fn entities_for(t: &CallTemplate<'_>) -> Result<std::sync::Arc<Built>, String> {
+/// What identifies a call template's entities: (user, agent, instance, connector, method,
+/// target where the method has one).
+pub(crate) fn template_key(t: &CallTemplate<'_>) -> String {
     let kind = ResourceKind::for_method(t.method);
     let target = if kind.target_attr().is_some() {
         t.target
     } else {
         ""
     };
-    let key = [t.user, t.agent, t.instance, t.connector, t.method, target].join("\u{0}");
+    [t.user, t.agent, t.instance, t.connector, t.method, target].join("\u{0}")
+}
+
+/// The entities of a call template, built once per distinct template.
+pub(crate) fn entities_for(t: &CallTemplate<'_>) -> Result<std::sync::Arc<Built>, String> {
+    let key = template_key(t);
     if let Some(b) = ENTITY_CACHE
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -267,6 +273,22 @@ pub(crate) fn build_request(
         b.action.clone(),
         b.resource.clone(),
         context,
+        None,
+    )
+    .map_err(|e| e.to_string())?;
+    Ok((request, b))
+}
+
+/// The request with an empty context, for rules that never read it.
+pub(crate) fn build_request_without_context(
+    t: &CallTemplate<'_>,
+) -> Result<(Request, std::sync::Arc<Built>), String> {
+    let b = entities_for(t)?;
+    let request = Request::new(
+        b.principal.clone(),
+        b.action.clone(),
+        b.resource.clone(),
+        Context::empty(),
         None,
     )
     .map_err(|e| e.to_string())?;
