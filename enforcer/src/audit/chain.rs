@@ -53,6 +53,12 @@ pub trait ChainRecord: Serialize + DeserializeOwned + Clone + Send + Sync + 'sta
         self.set_seq_and_id(seq, Self::id_for(seq));
     }
     fn set_seq_and_id(&mut self, seq: u64, id: String);
+    /// A faster path to [`PreparedRecord::new`]'s bytes, when the record has one: its
+    /// canonical JSON with `id` = "" and `seq` = 0, and the byte ranges of those two values.
+    #[allow(clippy::type_complexity)]
+    fn canonical_with_slots(&self) -> Option<Result<(Vec<u8>, (usize, usize), (usize, usize))>> {
+        None
+    }
 }
 
 /// The stored wrapper.
@@ -185,6 +191,7 @@ enum Side {
 /// A record serialized to canonical JSON ahead of the append, with slots for `id` and `seq`,
 /// plus its secondary keys whose last 8 bytes are a placeholder for the seq (big-endian),
 /// filled in by [`Chain::append_prepared`].
+#[derive(Debug, PartialEq, Eq)]
 pub struct PreparedRecord {
     canon: Vec<u8>,
     id_slot: (usize, usize),
@@ -196,6 +203,21 @@ impl PreparedRecord {
     /// an object with top-level `id` and `seq` fields (`Receipt` does). Each side key must be
     /// at least 8 bytes long; its last 8 bytes are overwritten with the assigned seq.
     pub fn new<R: ChainRecord>(record: &R) -> Result<Self> {
+        match record.canonical_with_slots() {
+            Some(fast) => {
+                let (canon, id_slot, seq_slot) = fast?;
+                Ok(PreparedRecord {
+                    canon,
+                    id_slot,
+                    seq_slot,
+                })
+            }
+            None => Self::generic(record),
+        }
+    }
+
+    /// Through a `serde_json::Value`: for any record.
+    pub fn generic<R: ChainRecord>(record: &R) -> Result<Self> {
         let mut v = serde_json::to_value(record)?;
         let Value::Object(map) = &mut v else {
             return Err(AuditError::Corrupt("record is not a JSON object".into()));

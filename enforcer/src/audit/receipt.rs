@@ -6,6 +6,48 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+/// Free-form JSON serialized with object keys sorted (canonical), whatever order the map
+/// keeps them in (`serde_json`'s `preserve_order` is on in this build).
+mod canonical {
+    use serde::ser::{SerializeMap as _, SerializeSeq as _};
+    use serde::{Serialize, Serializer};
+    use serde_json::Value;
+
+    pub struct Sorted<'a>(pub &'a Value);
+
+    impl Serialize for Sorted<'_> {
+        fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            match self.0 {
+                Value::Object(map) => {
+                    let mut keys: Vec<&String> = map.keys().collect();
+                    keys.sort();
+                    let mut m = s.serialize_map(Some(keys.len()))?;
+                    for k in keys {
+                        m.serialize_entry(k, &Sorted(&map[k.as_str()]))?;
+                    }
+                    m.end()
+                }
+                Value::Array(items) => {
+                    let mut q = s.serialize_seq(Some(items.len()))?;
+                    for item in items {
+                        q.serialize_element(&Sorted(item))?;
+                    }
+                    q.end()
+                }
+                scalar => scalar.serialize(s),
+            }
+        }
+    }
+
+    pub fn value<S: Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
+        Sorted(v).serialize(s)
+    }
+
+    pub fn option<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().map(Sorted).serialize(s)
+    }
+}
+
 /// One MCP exchange of interest, or one connection-level event.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Receipt {
@@ -31,10 +73,64 @@ pub struct Receipt {
     /// Connection-level event detail (kind = connection).
     pub event: Option<ConnectionEvent>,
     /// Redacted response (or its first bytes) for session replay; never unredacted content.
+    #[serde(serialize_with = "canonical::option")]
     pub recording: Option<Value>,
 }
 
 impl Receipt {
+    /// The receipt as canonical JSON (keys sorted at every level, no whitespace) with its
+    /// `id` and `seq` left as `""` and `0`, and where those two values sit in the bytes.
+    /// Written field by field: no intermediate `serde_json::Value` (the nested structs
+    /// declare their fields in sorted order; free-form JSON is sorted as it is written).
+    /// Equal to the generic path's bytes (tested), so hashes never depend on which ran.
+    #[allow(clippy::type_complexity)]
+    pub fn canonical_with_slots(
+        &self,
+    ) -> Result<(Vec<u8>, (usize, usize), (usize, usize)), serde_json::Error> {
+        fn key(out: &mut Vec<u8>, name: &str, first: bool) {
+            if !first {
+                out.push(b',');
+            }
+            out.push(b'"');
+            out.extend_from_slice(name.as_bytes());
+            out.extend_from_slice(b"\":");
+        }
+        let mut out = Vec::with_capacity(2048);
+        out.push(b'{');
+        key(&mut out, "actor", true);
+        serde_json::to_writer(&mut out, &self.actor)?;
+        key(&mut out, "connector", false);
+        serde_json::to_writer(&mut out, &self.connector)?;
+        key(&mut out, "credential", false);
+        serde_json::to_writer(&mut out, &self.credential)?;
+        key(&mut out, "event", false);
+        serde_json::to_writer(&mut out, &self.event)?;
+        key(&mut out, "id", false);
+        let id = (out.len(), out.len() + 2);
+        out.extend_from_slice(b"\"\"");
+        key(&mut out, "kind", false);
+        serde_json::to_writer(&mut out, &self.kind)?;
+        key(&mut out, "outcome", false);
+        serde_json::to_writer(&mut out, &self.outcome)?;
+        key(&mut out, "policy", false);
+        serde_json::to_writer(&mut out, &self.policy)?;
+        key(&mut out, "recording", false);
+        serde_json::to_writer(&mut out, &self.recording.as_ref().map(canonical::Sorted))?;
+        key(&mut out, "request", false);
+        serde_json::to_writer(&mut out, &self.request)?;
+        key(&mut out, "seq", false);
+        let seq = (out.len(), out.len() + 1);
+        out.push(b'0');
+        key(&mut out, "session", false);
+        serde_json::to_writer(&mut out, &self.session)?;
+        key(&mut out, "time", false);
+        serde_json::to_writer(&mut out, &self.time)?;
+        key(&mut out, "time_ns", false);
+        serde_json::to_writer(&mut out, &self.time_ns)?;
+        out.push(b'}');
+        Ok((out, id, seq))
+    }
+
     /// A receipt of `kind` stamped now (Unix nanoseconds and RFC 3339).
     pub fn stamped(kind: ReceiptKind) -> Self {
         let now = std::time::SystemTime::now();
@@ -60,126 +156,128 @@ pub enum ReceiptKind {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestInfo {
-    /// JSON-RPC id (null for notifications).
-    pub jsonrpc_id: Value,
-    /// JSON-RPC method, e.g. "tools/call".
-    pub method: String,
-    /// Tool name (tools/call), resource URI (resources/read) or prompt name (prompts/get).
-    pub target: Option<String>,
     /// "sha256:<hex>" of the arguments as the agent sent them (canonical JSON).
     pub arguments_digest: Option<String>,
     /// Arguments with detected secrets and personal data replaced.
+    #[serde(serialize_with = "canonical::option")]
     pub arguments_redacted: Option<Value>,
     /// "session" or "stateless".
     pub era: Option<String>,
-    pub protocol_version: Option<String>,
     pub http_method: String,
+    /// JSON-RPC id (null for notifications).
+    #[serde(serialize_with = "canonical::value")]
+    pub jsonrpc_id: Value,
+    /// JSON-RPC method, e.g. "tools/call".
+    pub method: String,
+    pub protocol_version: Option<String>,
+    /// Tool name (tools/call), resource URI (resources/read) or prompt name (prompts/get).
+    pub target: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorChain {
-    pub user: String,
-    pub uid: u32,
     pub agent: String,
     pub instance: String,
     /// cgroup inode of the instance.
     pub instance_id: u64,
     pub pid: u32,
     pub surface: Surface,
+    pub uid: u32,
+    pub user: String,
 }
 
 /// The client surface: what program, and what MCP client inside it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Surface {
-    /// Executable of the connecting process (kernel-derived).
-    pub exe: String,
     /// MCP clientInfo "name version" when the client sent it (client's word).
     pub client: Option<String>,
+    /// Executable of the connecting process (kernel-derived).
+    pub exe: String,
     /// HTTP User-Agent (client's word).
     pub user_agent: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRef {
-    /// Enforcer session (agent instance x connector).
-    pub enforcer_session: String,
-    /// Client flow (agent <-> proxy connection) id.
-    pub client_flow: String,
     /// Backend flow (proxy <-> upstream connection) id, when one was used.
     pub backend_flow: Option<String>,
+    /// Client flow (agent <-> proxy connection) id.
+    pub client_flow: String,
+    /// Enforcer session (agent instance x connector).
+    pub enforcer_session: String,
+    pub idle_limit_ms: u64,
     /// MCP session id (session era), as the server issued it.
     pub protocol_session_id: Option<String>,
     /// "active", "idle", "closed", "terminated".
     pub state: String,
-    pub idle_limit_ms: u64,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PolicyTicket {
+    /// Enforced decision: "allow", "deny", "require_approval".
+    pub decision: String,
+    /// Host environment label from the config.
+    pub environment: String,
+    pub note: Option<String>,
+    pub reason_code: String,
+    /// Matched rule id (`@id`), or None when the default applied.
+    pub rule: Option<String>,
+    /// Shadow mode: what the policy would have decided had it been enforced.
+    pub shadow_decision: Option<String>,
     /// Policy version id ("v3"), or "none" when no policy is loaded.
     pub version: String,
     /// Content hash of that version ("sha256:<hex>").
     pub version_hash: String,
-    /// Host environment label from the config.
-    pub environment: String,
-    /// Enforced decision: "allow", "deny", "require_approval".
-    pub decision: String,
-    /// Matched rule id (`@id`), or None when the default applied.
-    pub rule: Option<String>,
-    pub reason_code: String,
-    pub note: Option<String>,
-    /// Shadow mode: what the policy would have decided had it been enforced.
-    pub shadow_decision: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialRef {
+    /// "binding-id@version"; never the secret.
+    pub binding: Option<String>,
     /// "inject", "passthrough", "mtls", "none", or "withheld" (the call was refused before
     /// the bound credential was injected).
     pub mode: String,
-    /// "binding-id@version"; never the secret.
-    pub binding: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectorPath {
+    pub backend: String,
     pub connector: String,
     pub route: String,
-    pub backend: String,
     pub route_status: RouteStatus,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteStatus {
-    /// "reachable", "unreachable", "unknown".
-    pub state: String,
     pub last_error: Option<String>,
     pub last_latency_us: Option<u64>,
+    /// "reachable", "unreachable", "unknown".
+    pub state: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Outcome {
-    /// "ok", "tool_error", "rpc_error", "denied", "approval_required", "dlp_blocked",
-    /// "refused", "upstream_error", "killed".
-    pub status: String,
-    pub http_status: Option<u16>,
-    /// JSON-RPC error code, when the agent got an error.
-    pub rpc_error_code: Option<i64>,
-    pub error: Option<String>,
-    pub latency_us: u64,
     /// Request bytes from the agent and response bytes to it.
     pub bytes_in: u64,
     pub bytes_out: u64,
+    pub error: Option<String>,
+    pub http_status: Option<u16>,
+    pub latency_us: u64,
     /// Matches per detector, redacted or blocked (counts only, never the text).
     pub masking: BTreeMap<String, u32>,
+    /// JSON-RPC error code, when the agent got an error.
+    pub rpc_error_code: Option<i64>,
+    /// "ok", "tool_error", "rpc_error", "denied", "approval_required", "dlp_blocked",
+    /// "refused", "upstream_error", "killed".
+    pub status: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionEvent {
-    /// "unknown_destination", "tls_failure", "revocation_kill", "session_terminated".
-    pub event: String,
     /// Original destination "addr:port" and SNI, when known.
     pub destination: Option<String>,
-    pub sni: Option<String>,
     pub detail: Option<String>,
+    /// "unknown_destination", "tls_failure", "revocation_kill", "session_terminated".
+    pub event: String,
+    pub sni: Option<String>,
 }

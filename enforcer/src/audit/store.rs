@@ -49,6 +49,9 @@ impl ChainRecord for Receipt {
         self.seq = seq;
         self.id = id;
     }
+    fn canonical_with_slots(&self) -> Option<Result<(Vec<u8>, (usize, usize), (usize, usize))>> {
+        Some(Receipt::canonical_with_slots(self).map_err(Into::into))
+    }
 }
 
 /// Parses "R000000000042" into 42.
@@ -965,6 +968,32 @@ pub(crate) mod tests {
         assert!(store.verify().unwrap().is_ok());
         assert!(store.wait_indexed(Duration::from_secs(10)).unwrap());
         assert_eq!(store.replay("es-1").unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_direct_canonical_form_equals_the_generic_one() {
+        let mut rs = vec![full_receipt(1), Receipt::default()];
+        // Free-form JSON whose keys are not in order, nested, in every JSON-valued field.
+        let mut odd = full_receipt(2);
+        let messy = serde_json::from_str::<serde_json::Value>(
+            r#"{"z": 1, "a": {"y": [{"d": 1, "c": "\u00e9\"q"}], "b": null}, "m": 1.5, "id": "x", "seq": 7}"#,
+        )
+        .unwrap();
+        odd.recording = Some(messy.clone());
+        odd.request.as_mut().unwrap().arguments_redacted = Some(messy.clone());
+        odd.request.as_mut().unwrap().jsonrpc_id = json!("r\"1");
+        odd.event = None;
+        odd.policy = None;
+        odd.seq = 99;
+        odd.id = "R000000000099".into();
+        rs.push(odd);
+        for r in &rs {
+            assert_eq!(
+                PreparedRecord::new(r).unwrap(),
+                PreparedRecord::generic(r).unwrap(),
+                "{r:?}"
+            );
+        }
     }
 
     #[test]

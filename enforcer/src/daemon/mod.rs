@@ -49,7 +49,13 @@ pub fn run(config: Config, config_path: PathBuf) -> anyhow::Result<()> {
 }
 
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("ENFORCER_LOG")
+    // rustls warns on every handshake whose client sends an IP address as SNI (a client's
+    // quirk, harmless: the name is ignored): kept out of the log unless asked for by name.
+    let mut directives = std::env::var("ENFORCER_LOG").unwrap_or_else(|_| "info".into());
+    if !directives.contains("rustls") {
+        directives.push_str(",rustls::msgs::handshake=error");
+    }
+    let filter = tracing_subscriber::EnvFilter::try_new(&directives)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     // aya-log speaks the `log` facade; tracing-subscriber's init bridges it into tracing.
     // ENFORCER_LOG_FORMAT=json gives one JSON object per line with the span's fields
