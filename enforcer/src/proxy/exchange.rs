@@ -316,7 +316,7 @@ impl Exchange {
             c.receipt.outcome.error = Some(message.clone());
             c.receipt.outcome.http_status = Some(200);
             c.receipt.outcome.latency_us = self.started.elapsed().as_micros() as u64;
-            let stored = self.flow.ctx.record(c.receipt.clone()).await?;
+            let stored = self.flow.ctx.record(std::mem::take(&mut c.receipt)).await?;
             c.done = true;
             let t = stored.policy.clone().unwrap_or_default();
             let mut data = json!({
@@ -424,7 +424,8 @@ impl Exchange {
             r.outcome.status = "ok".into();
         }
         r.recording = Some(recording(msg, &hidden));
-        let stored = self.flow.ctx.record(r.clone()).await?;
+        // The call is answered: its draft is not needed again.
+        let stored = self.flow.ctx.record(std::mem::take(r)).await?;
         info!(
             receipt = %stored.id,
             method = %c.method,
@@ -549,6 +550,44 @@ fn meta_client(params: &Value) -> Option<String> {
     Some(format!("{name} {version}").trim().to_string())
 }
 
+/// Whether `v` surely serializes to at most `limit` bytes: an upper bound on its compact JSON
+/// size (a byte JSON escapes counted as 6, numbers as 24), walked without allocating.
+fn json_len_at_most(v: &Value, limit: usize) -> bool {
+    fn size(v: &Value, budget: &mut isize) {
+        if *budget < 0 {
+            return;
+        }
+        match v {
+            Value::Null | Value::Bool(_) => *budget -= 5,
+            Value::Number(_) => *budget -= 24,
+            Value::String(s) => *budget -= string_bound(s),
+            Value::Array(items) => {
+                *budget -= 2 + items.len() as isize;
+                for i in items {
+                    size(i, budget);
+                }
+            }
+            Value::Object(map) => {
+                *budget -= 2 + map.len() as isize * 2;
+                for (k, v) in map {
+                    *budget -= string_bound(k);
+                    size(v, budget);
+                }
+            }
+        }
+    }
+    fn string_bound(s: &str) -> isize {
+        let escaped = s
+            .bytes()
+            .filter(|b| *b < 0x20 || *b == b'"' || *b == b'\\')
+            .count();
+        (s.len() + escaped * 5 + 2) as isize
+    }
+    let mut budget = limit as isize;
+    size(v, &mut budget);
+    budget >= 0
+}
+
 /// What the session replay shows of a response: already masked; large ones truncated.
 fn recording(msg: &Value, hidden: &[String]) -> Value {
     let body = msg
@@ -556,10 +595,11 @@ fn recording(msg: &Value, hidden: &[String]) -> Value {
         .or_else(|| msg.get("error"))
         .cloned()
         .unwrap_or(Value::Null);
-    let text = serde_json::to_string(&body).unwrap_or_default();
-    let mut rec = if text.len() <= RECORDING_MAX {
+    // Most results are far below the limit: sized without serializing them.
+    let mut rec = if json_len_at_most(&body, RECORDING_MAX) {
         json!({ "response": body })
     } else {
+        let text = serde_json::to_string(&body).unwrap_or_default();
         let cut: String = text.chars().take(RECORDING_MAX).collect();
         json!({ "truncated": true, "bytes": text.len(), "preview": cut })
     };
@@ -567,4 +607,32 @@ fn recording(msg: &Value, hidden: &[String]) -> Value {
         rec["hidden_tools"] = json!(hidden);
     }
     rec
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_size_bound_never_undercounts() {
+        let cases = [
+            json!(null),
+            json!({"content": [{"type": "text", "text": "hello \"world\"\n\u{1}"}], "isError": false}),
+            json!({"n": [1, -2, 3.25, 1e300, u64::MAX], "é": "ünïcode", "nested": {"a": [[], {}]}}),
+            json!("x".repeat(100)),
+        ];
+        for v in cases {
+            let real = serde_json::to_string(&v).unwrap().len();
+            assert!(json_len_at_most(&v, real + 1_000_000));
+            // Any limit the bound accepts really holds.
+            for limit in 0..real + 200 {
+                if json_len_at_most(&v, limit) {
+                    assert!(real <= limit, "{v}: {real} > {limit}");
+                }
+            }
+        }
+        let big = json!({"text": "y".repeat(RECORDING_MAX)});
+        assert!(!json_len_at_most(&big, RECORDING_MAX));
+        assert!(recording(&json!({"id": 1, "result": big}), &[])["truncated"] == json!(true));
+    }
 }
