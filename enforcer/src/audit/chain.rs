@@ -126,6 +126,22 @@ pub struct Problem {
     pub detail: String,
 }
 
+impl Problem {
+    /// A problem with the record at `seq` (0: not a record's position).
+    pub fn at<R: ChainRecord>(seq: u64, kind: ProblemKind, detail: String) -> Self {
+        Problem {
+            seq,
+            id: if seq == 0 {
+                String::new()
+            } else {
+                R::id_for(seq)
+            },
+            kind,
+            detail,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerifyReport {
     /// Records walked.
@@ -546,16 +562,7 @@ impl<R: ChainRecord> Chain<R> {
         let head_before = self.stored_head()?;
         let mut problems: Vec<Problem> = Vec::new();
         let mut push = |seq: u64, kind: ProblemKind, detail: String| {
-            problems.push(Problem {
-                seq,
-                id: if seq == 0 {
-                    String::new()
-                } else {
-                    R::id_for(seq)
-                },
-                kind,
-                detail,
-            })
+            problems.push(Problem::at::<R>(seq, kind, detail))
         };
         // Previous walked record: (seq, stored hash, was it reported reordered/changed).
         let mut prev: Option<(u64, Option<[u8; 32]>, bool)> = None;

@@ -570,16 +570,7 @@ impl<R: ChainRecord> ReceiptLog<R> {
         };
         let mut problems: Vec<Problem> = Vec::new();
         let mut push = |seq: u64, kind: ProblemKind, detail: String| {
-            problems.push(Problem {
-                seq,
-                id: if seq == 0 {
-                    String::new()
-                } else {
-                    R::id_for(seq)
-                },
-                kind,
-                detail,
-            })
+            problems.push(Problem::at::<R>(seq, kind, detail))
         };
         // Hashes of the lines next to an irregularity (a line whose predecessor line is not
         // seq - 1): every link the walk cannot check in passing is resolved from these.

@@ -267,28 +267,26 @@ pub(crate) fn build_request(
             ("unix".to_string(), RestrictedExpression::new_long(unix)),
         ]),
     ));
-    let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
-    let request = Request::new(
-        b.principal.clone(),
-        b.action.clone(),
-        b.resource.clone(),
-        context,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok((request, b))
+    request_for(b, Context::from_pairs(ctx).map_err(|e| e.to_string())?)
 }
 
 /// The request with an empty context, for rules that never read it.
 pub(crate) fn build_request_without_context(
     t: &CallTemplate<'_>,
 ) -> Result<(Request, std::sync::Arc<Built>), String> {
-    let b = entities_for(t)?;
+    request_for(entities_for(t)?, Context::empty())
+}
+
+/// The Cedar request of these entities with `context`.
+fn request_for(
+    b: std::sync::Arc<Built>,
+    context: Context,
+) -> Result<(Request, std::sync::Arc<Built>), String> {
     let request = Request::new(
         b.principal.clone(),
         b.action.clone(),
         b.resource.clone(),
-        Context::empty(),
+        context,
         None,
     )
     .map_err(|e| e.to_string())?;
@@ -304,16 +302,7 @@ pub(crate) fn build_partial_request(
     for k in ["arguments", "dlp", "time"] {
         ctx.push((k.into(), RestrictedExpression::new_unknown(k)));
     }
-    let context = Context::from_pairs(ctx).map_err(|e| e.to_string())?;
-    let request = Request::new(
-        b.principal.clone(),
-        b.action.clone(),
-        b.resource.clone(),
-        context,
-        None,
-    )
-    .map_err(|e| e.to_string())?;
-    Ok((request, b))
+    request_for(b, Context::from_pairs(ctx).map_err(|e| e.to_string())?)
 }
 
 #[cfg(test)]
