@@ -175,13 +175,14 @@ impl fmt::Display for VerifyReport {
     }
 }
 
-/// Stored entry with the record left as JSON, for verification.
+/// Stored entry with the record left as JSON, for verification (of the sled chain and of
+/// the receipts log, which store the same entries).
 #[derive(Deserialize)]
-struct RawEntry {
-    seq: u64,
-    prev_hash: String,
-    hash: String,
-    record: Value,
+pub(crate) struct RawEntry {
+    pub seq: u64,
+    pub prev_hash: String,
+    pub hash: String,
+    pub record: Value,
 }
 
 #[derive(Serialize)]

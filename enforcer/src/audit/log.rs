@@ -33,7 +33,9 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::canonical::{chain_hash, parse_hash, GENESIS};
-use super::chain::{ChainRecord, Entry, Head, PreparedRecord, Problem, ProblemKind, VerifyReport};
+use super::chain::{
+    ChainRecord, Entry, Head, PreparedRecord, Problem, ProblemKind, RawEntry, VerifyReport,
+};
 use super::error::{AuditError, Result};
 
 /// A segment is sealed once it holds this many bytes.
@@ -78,15 +80,6 @@ struct Writer {
     head: Head,
     /// Reused buffer for the bytes of one batch.
     buf: Vec<u8>,
-}
-
-/// Stored entry with the record left as JSON, for verification.
-#[derive(Deserialize)]
-struct RawEntry {
-    seq: u64,
-    prev_hash: String,
-    hash: String,
-    record: Value,
 }
 
 /// Just the link fields of an entry (reading the head at open).
