@@ -82,7 +82,8 @@ fn sh(args: &[&str]) {
     );
 }
 
-fn cgroup2_mount() -> PathBuf {
+/// Where cgroup2 is mounted (`/sys/fs/cgroup`, or `/sys/fs/cgroup/unified` on hybrid hosts).
+pub fn cgroup2_mount() -> PathBuf {
     let mi = fs::read_to_string("/proc/self/mountinfo").expect("mountinfo");
     mi.lines()
         .find_map(|l| {

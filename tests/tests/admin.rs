@@ -755,8 +755,9 @@ fn the_simulated_drill_rehearses_on_a_private_setup_and_cleans_up() {
     }
     // Nothing of it is left on the host.
     let id = "enforcer-rehearsal-";
+    let cgroups = enforcer_tests::cgroup2_mount();
     for dir in [
-        "/sys/fs/cgroup",
+        &*cgroups.to_string_lossy(),
         "/sys/fs/bpf",
         &std::env::temp_dir().to_string_lossy(),
     ] {

@@ -204,16 +204,28 @@ impl Drop for Setup {
     }
 }
 
-/// Remove a cgroup subtree, deepest first (cgroup directories go with rmdir once empty).
+/// Remove a cgroup subtree: kill whatever still runs in it (the agent may outlive its
+/// revocation), then rmdir deepest first, retrying while the last processes are reaped.
 fn remove_cgroups(dir: &Path) {
+    let _ = fs::write(dir.join("cgroup.kill"), "1");
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while remove_tree(dir).is_err() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn remove_tree(dir: &Path) -> std::io::Result<()> {
     if let Ok(entries) = fs::read_dir(dir) {
         for e in entries.flatten() {
             if e.file_type().is_ok_and(|t| t.is_dir()) {
-                remove_cgroups(&e.path());
+                remove_tree(&e.path())?;
             }
         }
     }
-    let _ = fs::remove_dir(dir);
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
 }
 
 fn wait(
