@@ -205,6 +205,11 @@ fn run_proxy_bench(
         .arg(&config)
         .args(["daemon", "--cleanup"])
         .status();
+    // The agents root and its instance cgroups (empty once wrk has exited).
+    let agents = std::path::Path::new(&cgroup2).join("enforcer-bench-agents");
+    for d in [agents.join("bench"), agents] {
+        let _ = std::fs::remove_dir(d);
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     print!("{text}");
     eprint!("{}", String::from_utf8_lossy(&out.stderr));
