@@ -182,7 +182,7 @@ pub struct AppendReport {
     pub concurrent_flushes: u64,
     /// Single-task run: appends written directly by the caller (no writer-thread hop).
     pub single_direct: u64,
-    /// Concurrent run: sled batches written.
+    /// Concurrent run: batches written.
     pub concurrent_batches: u64,
     /// Receipts not yet indexed when the concurrent run ended, and the rate at which the
     /// background indexer then caught up (receipts/s, no appends flowing).

@@ -358,22 +358,32 @@ impl<R: ChainRecord> ReceiptLog<R> {
             w.buf.push(b'\n');
             ends.push(w.pos + w.buf.len() as u64);
         }
+        self.commit(w, ends, Head { seq, hash: prev })?;
+        Ok(first)
+    }
+
+    /// Writes the batch in `w.buf` (lines ending at `ends`) in one `write(2)`, then makes it
+    /// visible: offsets, head, length; seals the segment once it is full. On a failed write
+    /// nothing is appended (a partial line is cut back) and the head is unchanged.
+    fn commit(&self, w: &mut Writer, ends: Vec<u64>, head: Head) -> Result<()> {
         if let Err(e) = w.file.as_ref().write_all(&w.buf) {
             // Leave no partial line behind: the next append must start a line.
             let _ = w.file.set_len(w.pos);
             return Err(io("cannot append to", &w.path, e));
         }
         w.pos += w.buf.len() as u64;
-        w.head = Head { seq, hash: prev };
-        {
-            let mut segs = self.segments.write()?;
-            segs.last_mut().expect("active segment").ends.extend(ends);
-        }
-        self.len.store(seq, Ordering::Release);
+        w.head = head;
+        self.segments
+            .write()?
+            .last_mut()
+            .expect("active segment")
+            .ends
+            .extend(ends);
+        self.len.store(head.seq, Ordering::Release);
         if w.pos >= self.segment_bytes {
             self.rotate(w)?;
         }
-        Ok(first)
+        Ok(())
     }
 
     /// Seals the active segment (synced, offsets written) and starts the next.
@@ -764,24 +774,8 @@ impl<R: ChainRecord> ReceiptLog<R> {
         w.buf.clear();
         w.buf.extend_from_slice(bytes);
         w.buf.push(b'\n');
-        w.file
-            .as_ref()
-            .write_all(&w.buf)
-            .map_err(|e| io("cannot append to", &w.path, e))?;
-        w.pos += w.buf.len() as u64;
-        w.head = Head { seq, hash };
-        let end = w.pos;
-        self.segments
-            .write()?
-            .last_mut()
-            .expect("active")
-            .ends
-            .push(end);
-        self.len.store(seq, Ordering::Release);
-        if w.pos >= self.segment_bytes {
-            self.rotate(w)?;
-        }
-        Ok(())
+        let end = w.pos + w.buf.len() as u64;
+        self.commit(w, vec![end], Head { seq, hash })
     }
 }
 

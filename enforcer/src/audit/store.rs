@@ -1,15 +1,16 @@
-//! The receipts store: the hash-chained log (`log.rs`) + indexes in sled + durability, shared
-//! as `Arc<AuditStore>` by the proxy.
+//! The receipts store: the hash-chained log (`log.rs`) + in-memory indexes (`index.rs`,
+//! `indexer.rs`) + durability, shared as `Arc<AuditStore>` by the proxy.
 //!
 //! The append path writes only the record (one `write(2)` to the log). `append`
-//! serializes the receipt to canonical JSON and computes its index keys on the caller's task;
+//! serializes the receipt to canonical JSON and takes its index entry on the caller's task;
 //! then either writes it itself (Window mode, no other append in flight, writer idle: no thread
 //! hop) or sends it over a bounded tokio mpsc channel to the writer thread (`audit-writer`, a
 //! plain `std::thread`, so the store works with or without a tokio runtime), which takes
 //! everything queued (up to [`MAX_BATCH`] receipts), chains the hashes in order, writes them in
 //! ONE write and, in `Strict` mode, syncs once for the whole batch (group commit)
-//! before answering every waiter. The index keys go to the background indexer
-//! (`indexer.rs`) after the commit; search and replay scan what it has not indexed yet.
+//! before answering every waiter. The writer indexes each batch as it writes it; after a start
+//! the receipts already in the log are indexed in the background (`indexer.rs`), and search
+//! and replay read what is not indexed yet.
 
 use std::panic::AssertUnwindSafe;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -266,9 +267,9 @@ pub struct AuditStore {
 }
 
 impl AuditStore {
-    /// Opens (or creates) the receipts chain and its indexes in `db`, and starts the writer
-    /// thread, the background indexer (which first indexes whatever the stored mark does not
-    /// cover) and, in Window mode, the background flusher. Callable inside or outside a
+    /// Opens (or creates) the receipts log in `log_dir` (moving an older store's chain out of
+    /// `db` first), and starts the writer thread, the index rebuild of what the log already
+    /// holds and the background flusher. Callable inside or outside a
     /// tokio runtime.
     pub fn open(db: &sled::Db, log_dir: &std::path::Path, durability: Durability) -> Result<Self> {
         Self::open_tuned(db, log_dir, durability, Tuning::default())
@@ -344,8 +345,8 @@ impl AuditStore {
         Ok(out.pop().expect("one in, one out"))
     }
 
-    /// Appends receipts in order with contiguous seqs, atomically (one sled batch; one flush
-    /// in Strict mode).
+    /// Appends receipts in order with contiguous seqs, atomically (one write; one sync in
+    /// Strict mode).
     ///
     /// Cancel safety: once the receipts are queued, dropping the future does not withdraw
     /// them; they are recorded (or fail) all the same.
@@ -450,7 +451,7 @@ impl AuditStore {
         self.core.log.verify()
     }
 
-    /// See `search::search`. Synchronous (sled reads).
+    /// See `search::search`. Synchronous (reads the log).
     pub fn search(&self, q: &Query) -> Result<Page> {
         search::search(&self.core.log, &self.core.indexer.state, q)
     }
