@@ -157,7 +157,10 @@ fn run_proxy_bench(
         "@id(\"no-deletes\")\n@reason(\"destructive_tool\")\nforbid(principal, action == Action::\"tools/call\", resource)\nwhen { resource.name like \"delete_*\" };\n\n\
          @id(\"bench-tools\")\npermit(principal in Agent::\"bench\", action == Action::\"tools/call\", resource);\n",
     )?;
+    // A fresh store each run: an earlier run's receipts would be re-indexed in the background
+    // while this one is measured.
     let _ = std::fs::remove_dir_all(dir.join("enforcer-state/store"));
+    let _ = std::fs::remove_dir_all(dir.join("enforcer-state/receipts"));
     std::fs::write(
         &config,
         format!(
@@ -170,12 +173,12 @@ fn run_proxy_bench(
             threads = threads,
         ),
     )?;
-    // Per-request logs off (warn): the benchmark measures the data path.
+    // The default log level, as shipped (per-call lines are debug).
     let mut daemon = Command::new(&enforcer)
         .arg("--config")
         .arg(&config)
         .arg("daemon")
-        .env("ENFORCER_LOG", "warn")
+        .env_remove("ENFORCER_LOG")
         .spawn()
         .context("starting the enforcer")?;
     std::thread::sleep(std::time::Duration::from_secs(2));

@@ -12,6 +12,7 @@ pub mod log;
 pub mod receipt;
 pub mod search;
 pub mod store;
+pub mod turn;
 
 pub use chain::{ChainRecord, VerifyReport};
 pub use durability::Durability;

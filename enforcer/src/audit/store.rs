@@ -28,6 +28,7 @@ use super::indexer::Indexer;
 use super::log::ReceiptLog;
 use super::receipt::Receipt;
 use super::search::{self, Page, Query};
+use super::turn::Submitted;
 
 /// sled tree where stores from before the receipts log kept the chain (records, head) and
 /// its index keys: the chain moves to the log on open and the tree is dropped.
@@ -81,7 +82,7 @@ struct Request {
 }
 
 /// A copy of an error for every waiter of a failed batch and for the sticky state.
-fn duplicate(e: &AuditError) -> AuditError {
+pub(super) fn duplicate(e: &AuditError) -> AuditError {
     match e {
         AuditError::Storage(e) => AuditError::Storage(e.clone()),
         AuditError::Encoding(e) => AuditError::Corrupt(format!("encoding: {e}")),
@@ -100,7 +101,8 @@ struct Health {
     broken: Mutex<Option<AuditError>>,
     /// Strict-mode flushes done by the writer.
     flushes: AtomicU64,
-    /// Batches written by the caller itself (writer idle) instead of the writer thread.
+    /// Batches written on the callers' threads (a lone caller, or a proxy thread's turn)
+    /// instead of by the writer thread.
     direct: AtomicU64,
     /// Batches written, and time spent writing them (append_prepared + Strict flush), ns.
     batches: AtomicU64,
@@ -146,7 +148,7 @@ impl Default for Tuning {
 ///
 /// Fields drop in order: the indexer stops (after its batch in progress) before the Window
 /// flusher's final flush.
-struct Core {
+pub(super) struct Core {
     indexer: Indexer,
     db: sled::Db,
     log: Arc<ReceiptLog<Receipt>>,
@@ -187,6 +189,17 @@ impl Core {
                 Err(e)
             }
         }
+    }
+
+    /// [`Core::write`] under the write lock (callers other than the writer thread).
+    pub(super) fn write_locked(
+        &self,
+        items: &[&PreparedRecord],
+        entries: &[IndexEntry],
+    ) -> Result<u64> {
+        let _guard = self.write_lock.lock()?;
+        self.health.direct.fetch_add(1, Ordering::Relaxed);
+        self.write(items, entries)
     }
 
     fn write_inner(&self, items: &[&PreparedRecord]) -> Result<u64> {
@@ -363,6 +376,17 @@ impl AuditStore {
             .collect::<Result<Vec<_>>>()?;
         let entries: Vec<IndexEntry> = receipts.iter().map(IndexEntry::of).collect();
         let tx = self.tx.as_ref().ok_or_else(writer_gone)?;
+        if self.tuning.direct && !self.core.strict && super::turn::enabled() {
+            // A proxy thread: written with the rest of this turn of its event loop.
+            let first = match super::turn::submit(&self.core, items, entries) {
+                Submitted::Written(res) => res?,
+                Submitted::Queued(rx) => rx.await.map_err(|_| writer_gone())??,
+            };
+            for (i, r) in receipts.iter_mut().enumerate() {
+                r.assign(first + i as u64);
+            }
+            return Ok(receipts);
+        }
         // Let concurrent appends of this runtime thread show up before deciding: alone ->
         // write directly; several -> queue for the writer thread, which batches them.
         let alone = self.tuning.direct && !self.core.strict && {
@@ -484,6 +508,12 @@ impl AuditStore {
             h.direct.load(Ordering::Relaxed),
             Duration::from_nanos(h.write_ns.load(Ordering::Relaxed)),
         )
+    }
+
+    /// Makes every later write fail (see `ReceiptLog::break_writes_for_test`).
+    #[cfg(test)]
+    pub(crate) fn break_writes_for_test(&self) {
+        self.core.log.break_writes_for_test();
     }
 
     /// Pauses or resumes the background indexer (tests, maintenance); search stays complete.

@@ -4,6 +4,16 @@
 pub mod jsonrpc;
 pub mod sse;
 
+/// MCP's HTTP header names, parsed once (a lookup by `&str` parses the name on every call).
+pub mod headers {
+    use http::HeaderName;
+
+    pub const SESSION_ID: HeaderName = HeaderName::from_static("mcp-session-id");
+    pub const PROTOCOL_VERSION: HeaderName = HeaderName::from_static("mcp-protocol-version");
+    pub const METHOD: HeaderName = HeaderName::from_static("mcp-method");
+    pub const NAME: HeaderName = HeaderName::from_static("mcp-name");
+}
+
 use http::HeaderMap;
 use serde::Serialize;
 use serde_json::Value;
@@ -108,22 +118,19 @@ pub enum Era {
 pub const STATELESS_VERSION: &str = "2026-07-28";
 
 pub fn era(headers: &HeaderMap, first: Option<&Message>) -> Era {
+    let from_body = || {
+        let p = first.and_then(Message::params)?;
+        p.get("_meta")
+            .and_then(|m| m.get("protocolVersion"))
+            .or_else(|| p.get("protocolVersion"))
+            .and_then(Value::as_str)
+    };
     let version = headers
-        .get("mcp-protocol-version")
+        .get(headers::PROTOCOL_VERSION)
         .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .or_else(|| {
-            first
-                .and_then(Message::params)
-                .and_then(|p| {
-                    p.pointer("/_meta/protocolVersion")
-                        .or_else(|| p.get("protocolVersion"))
-                })
-                .and_then(Value::as_str)
-                .map(String::from)
-        });
-    let stateless = version.as_deref().is_some_and(|v| v >= STATELESS_VERSION)
-        || headers.contains_key("mcp-method")
+        .or_else(from_body);
+    let stateless = version.is_some_and(|v| v >= STATELESS_VERSION)
+        || headers.contains_key(headers::METHOD)
         || first.and_then(Message::method) == Some("server/discover");
     if stateless {
         Era::Stateless
@@ -139,7 +146,7 @@ pub fn check_headers(headers: &HeaderMap, m: &Message) -> Result<(), String> {
     let Some(method) = m.method() else {
         return Ok(());
     };
-    if let Some(h) = headers.get("mcp-method") {
+    if let Some(h) = headers.get(headers::METHOD) {
         let h = h
             .to_str()
             .map_err(|_| "Mcp-Method is not ASCII".to_string())?;
@@ -149,7 +156,7 @@ pub fn check_headers(headers: &HeaderMap, m: &Message) -> Result<(), String> {
             ));
         }
     }
-    if let Some(h) = headers.get("mcp-name") {
+    if let Some(h) = headers.get(headers::NAME) {
         let h = decode_header_value(
             h.to_str()
                 .map_err(|_| "Mcp-Name is not ASCII".to_string())?,

@@ -5,16 +5,16 @@
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::flow::Flow;
 use crate::{
     audit::receipt::{
-        ConnectorPath, CredentialRef, Outcome, Receipt, ReceiptKind, RequestInfo, RouteStatus,
-        SessionRef,
+        canonical, ConnectorPath, CredentialRef, Outcome, Receipt, ReceiptKind, RequestInfo,
+        RouteStatus, SessionRef,
     },
     credentials::{BindingRef, CredentialMode},
     gate::{Call as GateCall, Enforced, Verdict},
@@ -57,18 +57,29 @@ pub struct Exchange {
     bytes_out: u64,
 }
 
-/// "sha256:<hex>" of canonical JSON (serde_json maps are sorted).
+/// "sha256:<hex>" of the value's canonical JSON (object keys sorted, compact), so the same
+/// arguments give the same digest whatever order the agent sent their keys in.
 pub fn digest(v: &Value) -> String {
-    let bytes = serde_json::to_vec(v).unwrap_or_default();
-    let mut h = Sha256::new();
-    h.update(&bytes);
-    let out = h.finalize();
-    let mut s = String::with_capacity(7 + 64);
-    s.push_str("sha256:");
-    for b in out {
-        s.push_str(&format!("{b:02x}"));
+    let mut h = HashWriter(Sha256::new());
+    // Writing into a hasher cannot fail.
+    let _ = serde::Serialize::serialize(
+        &canonical::Sorted(v),
+        &mut serde_json::Serializer::new(&mut h),
+    );
+    format!("sha256:{}", hex::encode(h.0.finalize()))
+}
+
+/// Lets serde_json write straight into the hasher (no intermediate buffer).
+struct HashWriter(Sha256);
+
+impl std::io::Write for HashWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.update(buf);
+        Ok(buf.len())
     }
-    s
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 impl Exchange {
@@ -76,21 +87,21 @@ impl Exchange {
     pub fn judge(
         flow: Arc<Flow>,
         headers: &HeaderMap,
+        era: mcp::Era,
         http_method: &str,
         parsed: &mut jsonrpc::Parsed,
         bytes_in: u64,
         started: Instant,
     ) -> Self {
-        let era = mcp::era(headers, parsed.messages.first());
-        let header = |n: &str| {
+        let header = |n: &HeaderName| {
             headers
                 .get(n)
                 .and_then(|v| v.to_str().ok())
                 .map(String::from)
         };
-        let protocol_version = header("mcp-protocol-version");
-        let user_agent = header("user-agent");
-        let protocol_session = header("mcp-session-id");
+        let protocol_version = header(&mcp::headers::PROTOCOL_VERSION);
+        let user_agent = header(&http::header::USER_AGENT);
+        let protocol_session = header(&mcp::headers::SESSION_ID);
         let mut calls = Vec::new();
         let mut rewritten = false;
         for m in parsed.messages.iter_mut() {
@@ -418,7 +429,7 @@ impl Exchange {
                 .get("message")
                 .and_then(Value::as_str)
                 .map(|s| s.chars().take(500).collect());
-        } else if msg.pointer("/result/isError") == Some(&Value::Bool(true)) {
+        } else if msg.get("result").and_then(|r| r.get("isError")) == Some(&Value::Bool(true)) {
             r.outcome.status = "tool_error".into();
         } else {
             r.outcome.status = "ok".into();
@@ -426,7 +437,8 @@ impl Exchange {
         r.recording = Some(recording(msg, &hidden));
         // The call is answered: its draft is not needed again.
         let stored = self.flow.ctx.record(std::mem::take(r)).await?;
-        info!(
+        // Per call, so debug: the receipt is the record (info stays readable at any rate).
+        debug!(
             receipt = %stored.id,
             method = %c.method,
             tool = c.target.as_deref().unwrap_or(""),
@@ -596,22 +608,38 @@ fn recording(msg: &Value, hidden: &[String]) -> Value {
         .cloned()
         .unwrap_or(Value::Null);
     // Most results are far below the limit: sized without serializing them.
-    let mut rec = if json_len_at_most(&body, RECORDING_MAX) {
-        json!({ "response": body })
+    let mut rec = serde_json::Map::new();
+    if json_len_at_most(&body, RECORDING_MAX) {
+        // Moved in (`json!` would copy the tree once more).
+        rec.insert("response".into(), body);
     } else {
         let text = serde_json::to_string(&body).unwrap_or_default();
         let cut: String = text.chars().take(RECORDING_MAX).collect();
-        json!({ "truncated": true, "bytes": text.len(), "preview": cut })
-    };
-    if !hidden.is_empty() {
-        rec["hidden_tools"] = json!(hidden);
+        rec.insert("truncated".into(), Value::Bool(true));
+        rec.insert("bytes".into(), text.len().into());
+        rec.insert("preview".into(), cut.into());
     }
-    rec
+    if !hidden.is_empty() {
+        rec.insert("hidden_tools".into(), json!(hidden));
+    }
+    Value::Object(rec)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_arguments_digest_ignores_key_order() {
+        let a: Value = serde_json::from_str(r#"{"b": 1, "a": {"y": [1, 2], "x": "s"}}"#).unwrap();
+        let b: Value = serde_json::from_str(r#"{"a": {"x": "s", "y": [1, 2]}, "b": 1}"#).unwrap();
+        assert_eq!(digest(&a), digest(&b));
+        // The digest of the canonical text itself.
+        let canonical = r#"{"a":{"x":"s","y":[1,2]},"b":1}"#;
+        let expected = format!("sha256:{}", hex::encode(Sha256::digest(canonical)));
+        assert_eq!(digest(&a), expected);
+        assert_ne!(digest(&a), digest(&json!({"a": 1})));
+    }
 
     #[test]
     fn the_size_bound_never_undercounts() {

@@ -6,7 +6,11 @@
 use std::{convert::Infallible, sync::Arc, time::Instant};
 
 use bytes::Bytes;
-use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{
+    header,
+    uri::{Authority, PathAndQuery},
+    HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri,
+};
 use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::{
@@ -119,23 +123,28 @@ const HOP_BY_HOP: [header::HeaderName; 7] = [
     header::UPGRADE,
 ];
 
+fn is_hop_by_hop(name: &header::HeaderName) -> bool {
+    HOP_BY_HOP.contains(name) || name == header::TRAILER || name == header::TRANSFER_ENCODING
+}
+
 fn strip_hop_by_hop(h: &mut HeaderMap) {
-    if h.contains_key(header::CONNECTION) {
-        let named: Vec<String> = h
-            .get_all(header::CONNECTION)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(',').map(|s| s.trim().to_ascii_lowercase()))
-            .collect();
-        for name in named {
-            h.remove(name.as_str());
-        }
+    // Most requests carry none: one pass over the few names present decides (cheaper than a
+    // hashed removal per hop-by-hop name).
+    if !h.keys().any(is_hop_by_hop) {
+        return;
     }
-    for name in &HOP_BY_HOP {
+    // The ones present, and whatever Connection names (any case: names are normalized).
+    let mut drop: Vec<header::HeaderName> = h
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    drop.extend(h.keys().filter(|k| is_hop_by_hop(k)).cloned());
+    for name in &drop {
         h.remove(name);
     }
-    h.remove(header::TRAILER);
-    h.remove(header::TRANSFER_ENCODING);
 }
 
 enum BodyError {
@@ -179,7 +188,7 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     let limit = flow.ctx.max_body_bytes;
     if let Some(sid) = parts
         .headers
-        .get("mcp-session-id")
+        .get(mcp::headers::SESSION_ID)
         .and_then(|v| v.to_str().ok())
     {
         let terminated = flow
@@ -235,10 +244,12 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
             Err(resp) => return *resp,
         };
         messages = parsed.messages.len();
-        era = Some(mcp::era(&parts.headers, parsed.messages.first()));
+        let this_era = mcp::era(&parts.headers, parsed.messages.first());
+        era = Some(this_era);
         let mut exchange = Exchange::judge(
             flow.clone(),
             &parts.headers,
+            this_era,
             parts.method.as_str(),
             &mut parsed,
             bytes.len() as u64,
@@ -278,45 +289,30 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     }
     if let Some(sid) = parts
         .headers
-        .get("mcp-session-id")
+        .get(mcp::headers::SESSION_ID)
         .and_then(|v| v.to_str().ok())
     {
         flow.session.add_protocol_id(sid);
     }
 
     // The upstream request: same method, path, Host and headers, minus hop-by-hop ones.
-    let authority = parts
-        .headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-        .or_else(|| parts.uri.authority().map(|a| a.to_string()))
-        .unwrap_or_else(|| flow.default_authority.clone());
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
     let first_id = exchange
         .calls
         .first()
         .map(|c| c.id.clone())
         .unwrap_or(Value::Null);
-    let uri: Uri = match format!("{}://{authority}{path}", flow.upstream_scheme).parse() {
-        Ok(u) => u,
-        Err(_) => {
-            return rpc_error(
-                StatusCode::BAD_REQUEST,
-                &first_id,
-                jsonrpc::INVALID_REQUEST,
-                "invalid Host or path",
-                None,
-            )
-        }
+    let Some((uri, authority)) = upstream_uri(&parts, &flow) else {
+        return rpc_error(
+            StatusCode::BAD_REQUEST,
+            &first_id,
+            jsonrpc::INVALID_REQUEST,
+            "invalid Host or path",
+            None,
+        );
     };
     strip_hop_by_hop(&mut parts.headers);
     if parts.headers.get(header::HOST).is_none() {
-        if let Ok(v) = HeaderValue::from_str(&authority) {
+        if let Ok(v) = HeaderValue::from_str(authority.as_str()) {
             parts.headers.insert(header::HOST, v);
         }
     }
@@ -335,7 +331,7 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         }
     };
     exchange.set_credential(&credential_mode, binding.as_ref());
-    if parts.headers.contains_key("mcp-session-id") {
+    if parts.headers.contains_key(mcp::headers::SESSION_ID) {
         let mut last = flow
             .session
             .last_upstream
@@ -387,12 +383,13 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     };
     if let Some(sid) = resp
         .headers()
-        .get("mcp-session-id")
+        .get(mcp::headers::SESSION_ID)
         .and_then(|v| v.to_str().ok())
     {
         flow.session.add_protocol_id(sid);
     }
-    info!(
+    // Per call, so debug (the receipt is the record).
+    debug!(
         %method,
         rpc,
         tool,
@@ -411,6 +408,31 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     );
     strip_hop_by_hop(resp.headers_mut());
     response::respond(resp, exchange, flow.ctx.max_response_bytes).await
+}
+
+/// The backend URI: the flow's scheme, the agent's Host (else the request's authority, else
+/// the destination it dialled) and the request's path. Built from the parsed parts, not
+/// formatted and parsed again. None when the Host is not a valid authority.
+fn upstream_uri(parts: &http::request::Parts, flow: &Flow) -> Option<(Uri, Authority)> {
+    let authority = match parts.headers.get(header::HOST) {
+        Some(host) => Authority::try_from(host.as_bytes()).ok()?,
+        None => match parts.uri.authority() {
+            Some(a) => a.clone(),
+            None => Authority::try_from(flow.default_authority.as_str()).ok()?,
+        },
+    };
+    let path = parts
+        .uri
+        .path_and_query()
+        .cloned()
+        .unwrap_or_else(|| PathAndQuery::from_static("/"));
+    let uri = Uri::builder()
+        .scheme(flow.upstream_scheme)
+        .authority(authority.clone())
+        .path_and_query(path)
+        .build()
+        .ok()?;
+    Some((uri, authority))
 }
 
 /// The session was ended (terminated, revoked, idle) while this call waited for the server:
@@ -563,4 +585,49 @@ fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
         cur = c.source();
     }
     msg
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn hop_by_hop_headers_and_those_connection_names_are_removed() {
+        let mut h = map(&[
+            ("connection", "close, X-Trace-Hop"),
+            ("x-trace-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic eA=="),
+            ("authorization", "Bearer agent"),
+            ("mcp-session-id", "abc"),
+            ("host", "mcp.example"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let mut left: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["authorization", "host", "mcp-session-id"]);
+    }
+
+    #[test]
+    fn end_to_end_headers_are_untouched() {
+        let pairs = [
+            ("host", "mcp.example"),
+            ("origin", "https://app.example"),
+            ("mcp-protocol-version", "2025-11-25"),
+            ("mcp-param-region", "eu"),
+        ];
+        let mut h = map(&pairs);
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, map(&pairs));
+    }
 }

@@ -18,7 +18,7 @@ use super::{
     reply::{full, rpc_error},
     upstream::{BackendFlow, BoxError, ProxyBody},
 };
-use crate::mcp::{jsonrpc, sse};
+use crate::mcp::{self, jsonrpc, sse};
 
 /// Turn the upstream response into what the agent receives.
 pub async fn respond(
@@ -29,7 +29,7 @@ pub async fn respond(
     let backend = resp.extensions().get::<BackendFlow>().map(|b| b.0.clone());
     let protocol_session = resp
         .headers()
-        .get("mcp-session-id")
+        .get(mcp::headers::SESSION_ID)
         .and_then(|v| v.to_str().ok())
         .map(String::from);
     exchange.set_backend_flow(backend.as_deref(), protocol_session.as_deref());

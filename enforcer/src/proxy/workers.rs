@@ -86,8 +86,12 @@ pub fn start(
 }
 
 fn run(listeners: Vec<std::net::TcpListener>, ctx: Arc<ProxyContext>) {
+    // The receipts of a turn of this thread's event loop are written together when it has
+    // nothing else to run (see `audit::turn`).
+    crate::audit::turn::enable_on_this_thread();
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
+        .on_thread_park(crate::audit::turn::flush_this_thread)
         .build()
     {
         Ok(rt) => rt,
