@@ -3,8 +3,10 @@
 //!
 //! The append path writes only the record (one `write(2)` to the log). `append`
 //! serializes the receipt to canonical JSON and takes its index entry on the caller's task;
-//! then either writes it itself (Window mode, no other append in flight, writer idle: no thread
-//! hop) or sends it over a bounded tokio mpsc channel to the writer thread (`audit-writer`, a
+//! then, in Window mode on a proxy thread, hands it to that thread's turn batch (`turn.rs`:
+//! the first receipt of an event-loop turn written at once, the rest together when the thread
+//! would park); elsewhere either writes it itself (Window mode, no other append in flight,
+//! writer idle: no thread hop) or sends it over a bounded tokio mpsc channel to the writer thread (`audit-writer`, a
 //! plain `std::thread`, so the store works with or without a tokio runtime), which takes
 //! everything queued (up to [`MAX_BATCH`] receipts), chains the hashes in order, writes them in
 //! ONE write and, in `Strict` mode, syncs once for the whole batch (group commit)

@@ -122,10 +122,8 @@ impl Exchange {
             let client = flow.session.client().or_else(|| meta_client(params));
             let target = target_of(method, params);
             let arguments = match method.as_str() {
-                "tools/call" | "prompts/get" => {
-                    params.get("arguments").cloned().unwrap_or(Value::Null)
-                }
-                _ => Value::Null,
+                "tools/call" | "prompts/get" => params.get("arguments").unwrap_or(&Value::Null),
+                _ => &Value::Null,
             };
             let actor = &flow.actor;
             let verdict: Verdict = flow.ctx.gate.judge(&GateCall {
@@ -137,11 +135,12 @@ impl Exchange {
                 connector: &flow.connector.id,
                 method,
                 target: target.as_deref(),
-                arguments: &arguments,
+                arguments,
             });
-            if let Some(forward) = &verdict.forward_arguments {
+            let arguments_digest = (!arguments.is_null()).then(|| digest(arguments));
+            if let Some(forward) = verdict.forward_arguments {
                 if let Some(p) = params.as_object_mut() {
-                    p.insert("arguments".into(), forward.clone());
+                    p.insert("arguments".into(), forward);
                     rewritten = true;
                 }
             }
@@ -151,8 +150,8 @@ impl Exchange {
                     jsonrpc_id: id.clone(),
                     method: method.clone(),
                     target: target.clone(),
-                    arguments_digest: (!arguments.is_null()).then(|| digest(&arguments)),
-                    arguments_redacted: verdict.redacted_arguments.clone(),
+                    arguments_digest,
+                    arguments_redacted: verdict.redacted_arguments,
                     era: Some(match era {
                         mcp::Era::Session => "session".into(),
                         mcp::Era::Stateless => "stateless".into(),
