@@ -28,3 +28,18 @@ impl<T> From<std::sync::PoisonError<T>> for AuditError {
         AuditError::Poisoned
     }
 }
+
+impl AuditError {
+    /// A copy for every waiter of a failed batch and for the sticky state.
+    pub fn duplicate(&self) -> AuditError {
+        match self {
+            AuditError::Storage(e) => AuditError::Storage(e.clone()),
+            AuditError::Encoding(e) => AuditError::Corrupt(format!("encoding: {e}")),
+            AuditError::Flush(s) => AuditError::Flush(s.clone()),
+            AuditError::Poisoned => AuditError::Poisoned,
+            AuditError::BadCursor(s) => AuditError::BadCursor(s.clone()),
+            AuditError::Corrupt(s) => AuditError::Corrupt(s.clone()),
+            AuditError::Io(s) => AuditError::Io(s.clone()),
+        }
+    }
+}

@@ -30,7 +30,7 @@ use super::indexer::Indexer;
 use super::log::ReceiptLog;
 use super::receipt::Receipt;
 use super::search::{self, Page, Query};
-use super::turn::Submitted;
+use super::turn::{Submitted, TurnWriter};
 
 /// sled tree where stores from before the receipts log kept the chain (records, head) and
 /// its index keys: the chain moves to the log on open and the tree is dropped.
@@ -83,19 +83,6 @@ struct Request {
     reply: oneshot::Sender<Result<u64>>,
 }
 
-/// A copy of an error for every waiter of a failed batch and for the sticky state.
-pub(super) fn duplicate(e: &AuditError) -> AuditError {
-    match e {
-        AuditError::Storage(e) => AuditError::Storage(e.clone()),
-        AuditError::Encoding(e) => AuditError::Corrupt(format!("encoding: {e}")),
-        AuditError::Flush(s) => AuditError::Flush(s.clone()),
-        AuditError::Poisoned => AuditError::Poisoned,
-        AuditError::BadCursor(s) => AuditError::BadCursor(s.clone()),
-        AuditError::Corrupt(s) => AuditError::Corrupt(s.clone()),
-        AuditError::Io(s) => AuditError::Io(s.clone()),
-    }
-}
-
 /// State shared with the writer thread.
 #[derive(Default)]
 struct Health {
@@ -114,7 +101,7 @@ struct Health {
 impl Health {
     fn check(&self) -> Result<()> {
         match &*self.broken.lock()? {
-            Some(e) => Err(duplicate(e)),
+            Some(e) => Err(e.duplicate()),
             None => Ok(()),
         }
     }
@@ -122,7 +109,7 @@ impl Health {
     fn set(&self, e: &AuditError) {
         let mut slot = self.broken.lock().unwrap_or_else(|p| p.into_inner());
         if slot.is_none() {
-            *slot = Some(duplicate(e));
+            *slot = Some(e.duplicate());
         }
     }
 }
@@ -150,7 +137,7 @@ impl Default for Tuning {
 ///
 /// Fields drop in order: the indexer stops (after its batch in progress) before the Window
 /// flusher's final flush.
-pub(super) struct Core {
+struct Core {
     indexer: Indexer,
     db: sled::Db,
     log: Arc<ReceiptLog<Receipt>>,
@@ -163,6 +150,16 @@ pub(super) struct Core {
     write_lock: Mutex<()>,
     /// `append_batch` calls in progress (a direct write is only tried when alone).
     in_flight: AtomicUsize,
+}
+
+/// A proxy thread's turn batch is written like a direct write: on the caller's thread, under
+/// the write lock.
+impl TurnWriter for Core {
+    fn write_locked(&self, items: &[&PreparedRecord], entries: &[IndexEntry]) -> Result<u64> {
+        let _guard = self.write_lock.lock()?;
+        self.health.direct.fetch_add(1, Ordering::Relaxed);
+        self.write(items, entries)
+    }
 }
 
 /// Counts an `append_batch` in flight until dropped (also when the future is cancelled).
@@ -191,17 +188,6 @@ impl Core {
                 Err(e)
             }
         }
-    }
-
-    /// [`Core::write`] under the write lock (callers other than the writer thread).
-    pub(super) fn write_locked(
-        &self,
-        items: &[&PreparedRecord],
-        entries: &[IndexEntry],
-    ) -> Result<u64> {
-        let _guard = self.write_lock.lock()?;
-        self.health.direct.fetch_add(1, Ordering::Relaxed);
-        self.write(items, entries)
     }
 
     fn write_inner(&self, items: &[&PreparedRecord]) -> Result<u64> {
@@ -266,7 +252,7 @@ impl Core {
                 Err(e) => {
                     self.health.set(&e);
                     for r in reqs.drain(..) {
-                        let _ = r.reply.send(Err(duplicate(&e)));
+                        let _ = r.reply.send(Err(e.duplicate()));
                     }
                 }
             }
@@ -380,7 +366,8 @@ impl AuditStore {
         let tx = self.tx.as_ref().ok_or_else(writer_gone)?;
         if self.tuning.direct && !self.core.strict && super::turn::enabled() {
             // A proxy thread: written with the rest of this turn of its event loop.
-            let first = match super::turn::submit(&self.core, items, entries) {
+            let writer: Arc<dyn TurnWriter> = self.core.clone();
+            let first = match super::turn::submit(&writer, items, entries) {
                 Submitted::Written(res) => res?,
                 Submitted::Queued(rx) => rx.await.map_err(|_| writer_gone())??,
             };

@@ -20,7 +20,12 @@ use tokio::sync::oneshot;
 use super::chain::PreparedRecord;
 use super::error::Result;
 use super::index::IndexEntry;
-use super::store::{duplicate, Core};
+
+/// Where a turn's receipts go: the store, written on the calling thread under its write lock
+/// (seqs contiguous in `items` order; returns the first one).
+pub(super) trait TurnWriter: Send + Sync {
+    fn write_locked(&self, items: &[&PreparedRecord], entries: &[IndexEntry]) -> Result<u64>;
+}
 
 /// Receipts after which a turn's queue is written without waiting for the turn's end (bounds
 /// the batch and the wait under a run queue that does not drain).
@@ -35,7 +40,7 @@ struct Queued {
 #[derive(Default)]
 struct Turn {
     /// The store the queued receipts go to (one per daemon; a different one flushes first).
-    core: Option<Arc<Core>>,
+    core: Option<Arc<dyn TurnWriter>>,
     queued: Vec<Queued>,
     records: usize,
 }
@@ -77,7 +82,7 @@ pub fn flush_this_thread() {
 
 /// Writes one append's records now if they are the first of this turn, else queues them.
 pub(super) fn submit(
-    core: &Arc<Core>,
+    core: &Arc<dyn TurnWriter>,
     items: Vec<PreparedRecord>,
     entries: Vec<IndexEntry>,
 ) -> Submitted {
@@ -88,7 +93,10 @@ pub(super) fn submit(
     let (reply, rx) = oneshot::channel();
     TURN.with(|t| {
         let mut t = t.borrow_mut();
-        if t.core.as_ref().is_some_and(|c| !Arc::ptr_eq(c, core)) {
+        if t.core
+            .as_ref()
+            .is_some_and(|c| !std::ptr::addr_eq(Arc::as_ptr(c), Arc::as_ptr(core)))
+        {
             write(&mut t);
         }
         t.core = Some(core.clone());
@@ -134,7 +142,7 @@ fn write(t: &mut Turn) {
         }
         Err(e) => {
             for q in queued {
-                let _ = q.reply.send(Err(duplicate(&e)));
+                let _ = q.reply.send(Err(e.duplicate()));
             }
         }
     }
@@ -157,21 +165,27 @@ mod tests {
     use crate::audit::store::AuditStore;
     use crate::audit::Durability;
 
-    /// A runtime like a proxy thread's: appends batched per turn.
-    fn proxy_like_runtime() -> tokio::runtime::Runtime {
+    /// A fresh store, and a runtime like a proxy thread's (appends batched per turn). The
+    /// directories live as long as the last element.
+    fn store_and_proxy_like_runtime() -> (
+        Arc<AuditStore>,
+        tokio::runtime::Runtime,
+        (sled::Db, crate::audit::store::tests::TmpDir),
+    ) {
+        let (db, log) = (tmp_db(), tmp_log());
+        let store = Arc::new(AuditStore::open(&db, &log, Durability::default()).unwrap());
         enable_on_this_thread();
-        tokio::runtime::Builder::new_current_thread()
+        let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .on_thread_park(flush_this_thread)
             .build()
-            .unwrap()
+            .unwrap();
+        (store, rt, (db, log))
     }
 
     #[test]
     fn a_turns_appends_share_one_write_and_keep_contiguous_seqs() {
-        let (db, log) = (tmp_db(), tmp_log());
-        let store = Arc::new(AuditStore::open(&db, &log, Durability::default()).unwrap());
-        let rt = proxy_like_runtime();
+        let (store, rt, _dirs) = store_and_proxy_like_runtime();
         let seqs = rt.block_on(async {
             // A lone append is written at once.
             let lone = store.append(full_receipt(0)).await.unwrap();
@@ -206,9 +220,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_append_is_written_all_the_same() {
-        let (db, log) = (tmp_db(), tmp_log());
-        let store = Arc::new(AuditStore::open(&db, &log, Durability::default()).unwrap());
-        let rt = proxy_like_runtime();
+        let (store, rt, _dirs) = store_and_proxy_like_runtime();
         rt.block_on(async {
             store.append(full_receipt(0)).await.unwrap();
             // The second of the turn is queued; its caller gives up before the turn ends.
@@ -227,9 +239,7 @@ mod tests {
 
     #[test]
     fn a_failed_write_answers_every_queued_append_with_the_error() {
-        let (db, log) = (tmp_db(), tmp_log());
-        let store = Arc::new(AuditStore::open(&db, &log, Durability::default()).unwrap());
-        let rt = proxy_like_runtime();
+        let (store, rt, _dirs) = store_and_proxy_like_runtime();
         rt.block_on(async {
             store.append(full_receipt(0)).await.unwrap();
             store.break_writes_for_test();

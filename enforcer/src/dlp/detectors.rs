@@ -167,14 +167,22 @@ pub(crate) fn is_aws_secret_label(key: &str) -> bool {
     if key.len() > 40 {
         return false;
     }
-    let norm: String = key
-        .chars()
-        .filter(|c| !matches!(c, '_' | '-' | '.' | ' '))
-        .map(|c| c.to_ascii_lowercase())
-        .collect();
+    // Normalized on the stack: this runs for every key of every message.
+    let mut norm = [0u8; 40];
+    let mut n = 0;
+    for b in key.bytes() {
+        if matches!(b, b'_' | b'-' | b'.' | b' ') {
+            continue;
+        }
+        if !b.is_ascii() {
+            return false;
+        }
+        norm[n] = b.to_ascii_lowercase();
+        n += 1;
+    }
     matches!(
-        norm.as_str(),
-        "awssecret" | "awssecretkey" | "awssecretaccesskey" | "secretaccesskey"
+        &norm[..n],
+        b"awssecret" | b"awssecretkey" | b"awssecretaccesskey" | b"secretaccesskey"
     )
 }
 

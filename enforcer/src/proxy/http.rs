@@ -56,7 +56,10 @@ where
     let span = tracing::Span::current();
     let service = hyper::service::service_fn(move |req| {
         let flow = flow.clone();
-        async move { Ok::<_, Infallible>(handle(req, flow).await) }.instrument(span.clone())
+        // Boxed: hyper moves the service future as the connection's state changes, and the
+        // call's state (parsed body, receipts, headers) is kilobytes.
+        async move { Ok::<_, Infallible>(Box::pin(handle(req, flow)).await) }
+            .instrument(span.clone())
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder = match protocol {
