@@ -8,7 +8,7 @@ use serde_json::Value;
 
 /// Free-form JSON serialized with object keys sorted (canonical), whatever order the map
 /// keeps them in (`serde_json`'s `preserve_order` is on in this build).
-pub mod canonical {
+mod canonical {
     use serde::ser::{SerializeMap as _, SerializeSeq as _};
     use serde::{Serialize, Serializer};
     use serde_json::Value;

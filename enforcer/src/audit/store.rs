@@ -6,8 +6,9 @@
 //! then, in Window mode on a proxy thread, hands it to that thread's turn batch (`turn.rs`:
 //! the first receipt of an event-loop turn written at once, the rest together when the thread
 //! would park); elsewhere either writes it itself (Window mode, no other append in flight,
-//! writer idle: no thread hop) or sends it over a bounded tokio mpsc channel to the writer thread (`audit-writer`, a
-//! plain `std::thread`, so the store works with or without a tokio runtime), which takes
+//! writer idle: no thread hop) or sends it over a bounded tokio mpsc channel to the writer
+//! thread (`audit-writer`, a plain `std::thread`, so the store works with or without a tokio
+//! runtime), which takes
 //! everything queued (up to [`MAX_BATCH`] receipts), chains the hashes in order, writes them in
 //! ONE write and, in `Strict` mode, syncs once for the whole batch (group commit)
 //! before answering every waiter. The writer indexes each batch as it writes it; after a start
@@ -363,27 +364,38 @@ impl AuditStore {
             .map(PreparedRecord::new)
             .collect::<Result<Vec<_>>>()?;
         let entries: Vec<IndexEntry> = receipts.iter().map(IndexEntry::of).collect();
-        let tx = self.tx.as_ref().ok_or_else(writer_gone)?;
-        if self.tuning.direct && !self.core.strict && super::turn::enabled() {
+        let first = if self.tuning.direct && !self.core.strict && super::turn::enabled() {
             // A proxy thread: written with the rest of this turn of its event loop.
             let writer: Arc<dyn TurnWriter> = self.core.clone();
-            let first = match super::turn::submit(&writer, items, entries) {
+            match super::turn::submit(&writer, items, entries) {
                 Submitted::Written(res) => res?,
                 Submitted::Queued(rx) => rx.await.map_err(|_| writer_gone())??,
-            };
-            for (i, r) in receipts.iter_mut().enumerate() {
-                r.assign(first + i as u64);
             }
-            return Ok(receipts);
+        } else {
+            self.write_directly_or_queue(items, entries).await?
+        };
+        for (i, r) in receipts.iter_mut().enumerate() {
+            r.assign(first + i as u64);
         }
+        Ok(receipts)
+    }
+
+    /// Off proxy threads (and in Strict mode): write on the caller's thread when alone, else
+    /// queue for the writer thread. Returns the first record's seq.
+    async fn write_directly_or_queue(
+        &self,
+        items: Vec<PreparedRecord>,
+        entries: Vec<IndexEntry>,
+    ) -> Result<u64> {
+        let tx = self.tx.as_ref().ok_or_else(writer_gone)?;
         // Let concurrent appends of this runtime thread show up before deciding: alone ->
         // write directly; several -> queue for the writer thread, which batches them.
         let alone = self.tuning.direct && !self.core.strict && {
             tokio::task::yield_now().await;
             self.core.in_flight.load(Ordering::Acquire) == 1
         };
-        let first = match self.try_direct(alone, &items, entries) {
-            Ok(res) => res?,
+        match self.try_direct(alone, &items, entries) {
+            Ok(res) => res,
             Err(entries) => {
                 let (reply, rx) = oneshot::channel();
                 tx.send(Request {
@@ -393,13 +405,9 @@ impl AuditStore {
                 })
                 .await
                 .map_err(|_| writer_gone())?;
-                rx.await.map_err(|_| writer_gone())??
+                rx.await.map_err(|_| writer_gone())?
             }
-        };
-        for (i, r) in receipts.iter_mut().enumerate() {
-            r.assign(first + i as u64);
         }
-        Ok(receipts)
     }
 
     /// Window mode, no other append in flight and the writer idle (nothing queued, write

@@ -12,9 +12,12 @@ use tracing::{debug, info, warn};
 
 use super::flow::Flow;
 use crate::{
-    audit::receipt::{
-        canonical, ConnectorPath, CredentialRef, Outcome, Receipt, ReceiptKind, RequestInfo,
-        RouteStatus, SessionRef,
+    audit::{
+        canonical,
+        receipt::{
+            ConnectorPath, CredentialRef, Outcome, Receipt, ReceiptKind, RequestInfo, RouteStatus,
+            SessionRef,
+        },
     },
     credentials::{BindingRef, CredentialMode},
     gate::{Call as GateCall, Enforced, Verdict},
@@ -60,26 +63,8 @@ pub struct Exchange {
 /// "sha256:<hex>" of the value's canonical JSON (object keys sorted, compact), so the same
 /// arguments give the same digest whatever order the agent sent their keys in.
 pub fn digest(v: &Value) -> String {
-    let mut h = HashWriter(Sha256::new());
-    // Writing into a hasher cannot fail.
-    let _ = serde::Serialize::serialize(
-        &canonical::Sorted(v),
-        &mut serde_json::Serializer::new(&mut h),
-    );
-    format!("sha256:{}", hex::encode(h.0.finalize()))
-}
-
-/// Lets serde_json write straight into the hasher (no intermediate buffer).
-struct HashWriter(Sha256);
-
-impl std::io::Write for HashWriter {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
+    let bytes = canonical::canonical_json(v);
+    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
 }
 
 impl Exchange {

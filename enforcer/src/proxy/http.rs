@@ -114,9 +114,9 @@ where
         .await;
 }
 
-/// Headers that belong to one hop and are never forwarded (besides Transfer-Encoding, which
-/// hyper sets per hop, and whatever Connection names).
-const HOP_BY_HOP: [header::HeaderName; 7] = [
+/// Headers that belong to one hop and are never forwarded (besides whatever Connection
+/// names). Transfer-Encoding is set by hyper per hop.
+const HOP_BY_HOP: [header::HeaderName; 9] = [
     header::CONNECTION,
     header::HeaderName::from_static("keep-alive"),
     header::HeaderName::from_static("proxy-connection"),
@@ -124,10 +124,12 @@ const HOP_BY_HOP: [header::HeaderName; 7] = [
     header::PROXY_AUTHORIZATION,
     header::TE,
     header::UPGRADE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
 
 fn is_hop_by_hop(name: &header::HeaderName) -> bool {
-    HOP_BY_HOP.contains(name) || name == header::TRAILER || name == header::TRANSFER_ENCODING
+    HOP_BY_HOP.contains(name)
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
