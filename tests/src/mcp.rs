@@ -153,7 +153,19 @@ fn setup_raw(test: &str, extra_toml: &str) -> McpHost {
             ],
             "listening",
         ),
-        host.spawn_upstream(&[py, server, "--host", &up, "--port", "8080"], "listening"),
+        // Plain HTTP, answering in JSON bodies (the others stream SSE): both response forms.
+        host.spawn_upstream(
+            &[
+                py,
+                server,
+                "--host",
+                &up,
+                "--port",
+                "8080",
+                "--json-response",
+            ],
+            "listening",
+        ),
         host.spawn_upstream(
             &[
                 py,
@@ -250,6 +262,16 @@ fn shell_quote(s: &str) -> String {
 }
 
 impl McpHost {
+    /// `enforcer audit search --json` with these filters: the receipts found.
+    pub fn search(&self, filters: &[&str]) -> Vec<Value> {
+        let mut args = vec!["audit", "search", "--json"];
+        args.extend_from_slice(filters);
+        self.host.cli_json(&args)["receipts"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Run the SDK client as an instance of agent "sdk-agent"; `mcp.test` resolves to the
     /// upstream through a private /etc/hosts (a mount namespace of its own). Returns its JSON
     /// lines.

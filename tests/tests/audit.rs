@@ -28,12 +28,7 @@ fn call<'a>(out: &'a [Value], tool: &str, nth: usize) -> &'a Value {
 }
 
 fn search(m: &McpHost, filters: &[&str]) -> Vec<Value> {
-    let mut args = vec!["audit", "search", "--json"];
-    args.extend_from_slice(filters);
-    m.host.cli_json(&args)["receipts"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default()
+    m.search(filters)
 }
 
 fn show(m: &McpHost, receipt: &str) -> Value {

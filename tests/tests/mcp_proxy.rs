@@ -383,6 +383,16 @@ fn plain_http_mcp_is_inspected_and_idle_sessions_close_on_both_legs() {
         .forwarded_lines()
         .iter()
         .any(|l| l["fields"]["tool"] == "echo"));
+    // This server answers in a JSON body: the receipt, written before that body is released,
+    // still counts the body's bytes.
+    let receipts = m.search(&["--tool", "echo"]);
+    assert_eq!(receipts.len(), 1, "{receipts:?}");
+    let outcome = &receipts[0]["outcome"];
+    assert_eq!(outcome["status"], "ok", "{outcome}");
+    assert!(
+        outcome["bytes_out"].as_u64().unwrap() > 50,
+        "bytes released: {outcome}"
+    );
 
     // A keep-alive client flow left idle past the connector's 1 s limit is closed by the
     // enforcer, and the session's upstream connections go with it.

@@ -48,6 +48,9 @@ pub struct PendingCall {
     pub enforced: Enforced,
     receipt: Receipt,
     done: bool,
+    /// Answered by the server, its receipt filled in but not written yet: written by
+    /// [`Exchange::record_answered`] once the size of what carries the answer is known.
+    unrecorded: bool,
 }
 
 pub struct Exchange {
@@ -194,6 +197,7 @@ impl Exchange {
                 enforced: verdict.enforced,
                 receipt,
                 done: false,
+                unrecorded: false,
             });
         }
         Exchange {
@@ -347,17 +351,14 @@ impl Exchange {
     }
 
     /// A message from the server inside the response: mask it, filter tools/list results, and
-    /// if it answers one of our calls, write that call's receipt. Returns whether the message
-    /// changed (and must be re-serialised).
-    pub async fn on_server_message(
-        &mut self,
-        msg: &mut Value,
-    ) -> Result<bool, crate::audit::AuditError> {
+    /// if it answers one of our calls, fill in that call's receipt (written by
+    /// [`record_answered`](Self::record_answered) before the message is released). Returns
+    /// whether the message changed (and must be re-serialised).
+    pub fn on_server_message(&mut self, msg: &mut Value) -> bool {
         let gate = &self.flow.ctx.gate;
-        let id = msg.get("id").cloned();
         let is_response = msg.get("result").is_some() || msg.get("error").is_some();
-        let idx = match (&id, is_response) {
-            (Some(id), true) => self.calls.iter().position(|c| !c.done && &c.id == id),
+        let idx = match msg.get("id") {
+            Some(id) if is_response => self.calls.iter().position(|c| !c.done && &c.id == id),
             _ => None,
         };
         let mut changed = false;
@@ -393,19 +394,18 @@ impl Exchange {
                     merge(&mut c.receipt.outcome.masking, &masked);
                 }
             }
-            return Ok(changed);
+            return changed;
         };
         let latency = self.started.elapsed().as_micros() as u64;
         let c = &mut self.calls[i];
         c.done = true;
         if !of_interest(&c.method) && msg.get("error").is_none() && masked.is_empty() {
-            return Ok(changed);
+            return changed;
         }
         let r = &mut c.receipt;
         merge(&mut r.outcome.masking, &masked);
         r.outcome.latency_us = latency;
         r.outcome.http_status = Some(200);
-        r.outcome.bytes_out = self.bytes_out;
         if let Some(err) = msg.get("error") {
             r.outcome.status = "rpc_error".into();
             r.outcome.rpc_error_code = err.get("code").and_then(Value::as_i64);
@@ -419,20 +419,37 @@ impl Exchange {
             r.outcome.status = "ok".into();
         }
         r.recording = Some(recording(msg, &hidden));
-        // The call is answered: its draft is not needed again.
-        let stored = self.flow.ctx.record(std::mem::take(r)).await?;
-        // Per call, so debug: the receipt is the record (info stays readable at any rate).
-        debug!(
-            receipt = %stored.id,
-            method = %c.method,
-            tool = c.target.as_deref().unwrap_or(""),
-            outcome = %stored.outcome.status,
-            latency_us = latency,
-            masked = masked.values().sum::<u32>(),
-            hidden_tools = hidden.len(),
-            "exchange recorded"
-        );
-        Ok(changed)
+        c.unrecorded = true;
+        changed
+    }
+
+    /// Write the receipts of the calls answered since the last time, before what carries
+    /// their answers is released: `carrier_bytes` is its size (the JSON body, or the SSE
+    /// event), so each receipt's `bytes_out` counts everything released for its exchange up
+    /// to and including its answer.
+    pub async fn record_answered(
+        &mut self,
+        carrier_bytes: usize,
+    ) -> Result<(), crate::audit::AuditError> {
+        let bytes_out = self.bytes_out + carrier_bytes as u64;
+        for c in self.calls.iter_mut().filter(|c| c.unrecorded) {
+            c.unrecorded = false;
+            let mut r = std::mem::take(&mut c.receipt);
+            r.outcome.bytes_out = bytes_out;
+            let stored = self.flow.ctx.record(r).await?;
+            // Per call, so debug: the receipt is the record (info stays readable at any rate).
+            debug!(
+                receipt = %stored.id,
+                method = %c.method,
+                tool = c.target.as_deref().unwrap_or(""),
+                outcome = %stored.outcome.status,
+                latency_us = stored.outcome.latency_us,
+                masked = stored.outcome.masking.values().sum::<u32>(),
+                bytes_out,
+                "exchange recorded"
+            );
+        }
+        Ok(())
     }
 
     /// Calls that never got an answer: the response failed or ended first. Their receipts say
@@ -494,14 +511,25 @@ impl Exchange {
 
 impl Drop for Exchange {
     fn drop(&mut self) {
-        if !self.has_open_calls() {
+        if !self.has_open_calls() && !self.calls.iter().any(|c| c.unrecorded) {
             return;
         }
-        let receipts = self.finish_unanswered(
+        let mut receipts: Vec<Receipt> = self
+            .calls
+            .iter_mut()
+            .filter(|c| c.unrecorded)
+            .map(|c| {
+                c.unrecorded = false;
+                let mut r = std::mem::take(&mut c.receipt);
+                r.outcome.bytes_out = self.bytes_out;
+                r
+            })
+            .collect();
+        receipts.extend(self.finish_unanswered(
             "incomplete",
             None,
             Some("the response ended before this call was answered (stream closed, session terminated or agent gone)".into()),
-        );
+        ));
         if receipts.is_empty() {
             return;
         }

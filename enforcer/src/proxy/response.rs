@@ -102,24 +102,22 @@ pub async fn respond(
 }
 
 /// Judge every message of a document (one message or a batch); true when any changed.
-async fn judge_messages(
-    doc: &mut Value,
-    exchange: &mut Exchange,
-) -> Result<bool, crate::audit::AuditError> {
+fn judge_messages(doc: &mut Value, exchange: &mut Exchange) -> bool {
     let mut changed = false;
     match doc {
         Value::Array(items) => {
             for item in items.iter_mut() {
-                changed |= exchange.on_server_message(item).await?;
+                changed |= exchange.on_server_message(item);
             }
         }
-        Value::Object(_) => changed |= exchange.on_server_message(doc).await?,
+        Value::Object(_) => changed |= exchange.on_server_message(doc),
         _ => {}
     }
-    Ok(changed)
+    changed
 }
 
-/// Mask / filter / record the messages of a JSON body. Some(new body) when it changed.
+/// Mask / filter the messages of a JSON body and record the calls it answers. Some(new body)
+/// when it changed.
 async fn judge_json(
     bytes: &Bytes,
     exchange: &mut Exchange,
@@ -127,8 +125,10 @@ async fn judge_json(
     let Ok(mut doc) = serde_json::from_slice::<Value>(bytes) else {
         return Ok(None);
     };
-    let changed = judge_messages(&mut doc, exchange).await?;
-    Ok(changed.then(|| Bytes::from(doc.to_string())))
+    let changed = judge_messages(&mut doc, exchange).then(|| Bytes::from(doc.to_string()));
+    let released = changed.as_ref().map_or(bytes.len(), Bytes::len);
+    exchange.record_answered(released).await?;
+    Ok(changed)
 }
 
 fn audit_failed(e: &crate::audit::AuditError) -> Response<ProxyBody> {
@@ -290,7 +290,8 @@ fn sse_body(body: Incoming, exchange: Exchange) -> ProxyBody {
     StreamBody::new(s).boxed()
 }
 
-/// One SSE event: unchanged bytes unless masking or filtering changed its message.
+/// One SSE event: unchanged bytes unless masking or filtering changed its message; the calls
+/// it answers are recorded first.
 async fn judge_event(
     ev: &sse::Event,
     exchange: &mut Exchange,
@@ -301,12 +302,13 @@ async fn judge_event(
     let Ok(mut doc) = serde_json::from_str::<Value>(data) else {
         return Ok(Bytes::from(ev.raw.clone()));
     };
-    let changed = judge_messages(&mut doc, exchange).await?;
-    Ok(if changed {
+    let out = if judge_messages(&mut doc, exchange) {
         Bytes::from(ev.with_data(&doc.to_string()))
     } else {
         Bytes::from(ev.raw.clone())
-    })
+    };
+    exchange.record_answered(out.len()).await?;
+    Ok(out)
 }
 
 fn audit_error_event() -> Bytes {
