@@ -127,11 +127,12 @@ impl Gate {
             .as_ref()
             .map(|a| a.findings.as_map().clone())
             .unwrap_or_default();
-        // Every detector present (0 when it found nothing): `context.dlp.email > 0` never errors.
-        let counts: BTreeMap<String, u64> = dlp
-            .detector_names()
-            .into_iter()
-            .map(|n| (n.to_string(), findings.get(n).copied().unwrap_or(0).into()))
+        // Only what was found: the policy fills in 0 for its other detectors (compiled with
+        // the daemon's detector names), so `context.dlp.email > 0` never errors. Most calls
+        // find nothing, and an empty map costs nothing.
+        let counts: BTreeMap<String, u64> = findings
+            .iter()
+            .map(|(n, c)| (n.clone(), u64::from(*c)))
             .collect();
         let active = self.active();
         let (decision, version, hash) = match &active {

@@ -119,6 +119,15 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         } else {
             None
         };
+        let upstream = UpstreamConnector {
+            host,
+            port,
+            tls,
+            connector: connector.clone(),
+            legs: ctx.legs.clone(),
+            record: rec,
+            connect_timeout: ctx.connect_timeout,
+        };
         let session = ctx.sessions.get_or_create(
             SessionKey {
                 instance_cgroup_id: rec.instance_cgroup_id,
@@ -131,17 +140,7 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
                 user: actor.user.clone(),
             },
             connector.idle_timeout,
-            || {
-                upstream::client(UpstreamConnector {
-                    host,
-                    port,
-                    tls,
-                    connector: connector.clone(),
-                    legs: ctx.legs.clone(),
-                    record: rec,
-                    connect_timeout: ctx.connect_timeout,
-                })
-            },
+            || upstream::client(upstream.clone()),
         );
         let flow = Arc::new(Flow {
             ctx: ctx.clone(),
@@ -154,6 +153,8 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
                 Some(s) => format!("{s}:{}", dest.port()),
                 None => dest.to_string(),
             },
+            upstream,
+            dedicated: Default::default(),
         });
         if is_tls {
             let name = sni.clone().unwrap_or_else(|| dest.ip().to_string());

@@ -3,7 +3,10 @@
 
 use std::sync::Arc;
 
-use super::{upstream::UpstreamClient, ProxyContext};
+use super::{
+    upstream::{FlowUpstream, UpstreamClient, UpstreamConnector},
+    ProxyContext,
+};
 use crate::{connectors::Connector, identity::Actor, sessions::Session};
 
 /// Everything a request on one client flow needs.
@@ -18,4 +21,8 @@ pub struct Flow {
     pub upstream_scheme: &'static str,
     /// Authority to use when the request carries no Host (SNI:port or the destination).
     pub default_authority: String,
+    /// How to reach the backend, and this flow's own connection to it (HTTP/1 client flows;
+    /// HTTP/2 ones use the session's pool).
+    pub upstream: UpstreamConnector,
+    pub dedicated: FlowUpstream,
 }

@@ -347,6 +347,9 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         }
     }
     parts.uri = uri;
+    // An HTTP/1 client sends one request at a time: its flow's own backend connection
+    // carries them. HTTP/2 streams run concurrently: they share the session's pool.
+    let dedicated = parts.version <= http::Version::HTTP_11;
     parts.version = http::Version::HTTP_11;
     parts
         .headers
@@ -354,8 +357,19 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     let upstream_req = Request::from_parts(parts, full(bytes));
 
     let method = upstream_req.method().clone();
+    let send = async {
+        if dedicated {
+            flow.dedicated.request(&flow.upstream, upstream_req).await
+        } else {
+            flow.session
+                .state
+                .request(upstream_req)
+                .await
+                .map_err(Into::into)
+        }
+    };
     let result = tokio::select! {
-        r = flow.session.state.request(upstream_req) => r,
+        r = send => r,
         _ = flow.session.cancelled() => return session_ended(&flow, &mut exchange, &first_id).await,
     };
     let latency_us = started.elapsed().as_micros() as u64;
@@ -367,7 +381,7 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
-            let reason = error_chain(&e);
+            let reason = error_chain(&*e);
             warn!(%method, rpc, tool, latency_us, error = %reason, "upstream request failed");
             if let Err(e) = exchange
                 .record_unanswered("upstream_error", None, Some(reason.clone()))

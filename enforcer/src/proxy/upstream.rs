@@ -1,6 +1,8 @@
 //! The upstream leg: TCP (from the connector's route source address) plus TLS verified by
-//! rustls, pooled per enforcer session by hyper-util's client. Each upstream socket is
-//! registered as a proxy leg of the agent it serves, so a revocation destroys it too.
+//! rustls. An HTTP/1 client flow has a backend connection of its own ([`FlowUpstream`]);
+//! HTTP/2 client flows and the admin's upstream DELETEs share the enforcer session's pool
+//! (hyper-util's client). Each upstream socket is registered as a proxy leg of the agent it
+//! serves, so a revocation destroys it too.
 
 use std::{
     future::Future,
@@ -14,8 +16,9 @@ use std::{
 
 use bytes::Bytes;
 use enforcer_common::{ConnectRecord, LEG_UPSTREAM};
+use http::{uri::PathAndQuery, Request, Response, Version};
 use http_body_util::combinators::BoxBody;
-use hyper::Uri;
+use hyper::{body::Incoming, client::conn as hyper_conn, Uri};
 use hyper_util::{
     client::legacy::{
         connect::{Connected, Connection},
@@ -70,25 +73,45 @@ impl tower_service::Service<Uri> for UpstreamConnector {
 
     fn call(&mut self, _uri: Uri) -> Self::Future {
         let this = self.clone();
-        Box::pin(async move {
-            let started = Instant::now();
-            let result = tokio::time::timeout(this.connect_timeout, this.connect()).await;
-            let result = result.unwrap_or_else(|_| {
-                Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    "upstream connect timed out",
-                ))
-            });
-            match &result {
-                Ok(_) => this.connector.record_ok(started.elapsed()),
-                Err(e) => this.connector.record_error(&e.to_string()),
-            }
-            result
-        })
+        Box::pin(async move { this.open().await })
     }
 }
 
 impl UpstreamConnector {
+    /// A new backend connection within the connect timeout; the connector's route status
+    /// records the outcome.
+    async fn open(&self) -> io::Result<UpstreamIo> {
+        let started = Instant::now();
+        let result = tokio::time::timeout(self.connect_timeout, self.connect()).await;
+        let result = result.unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "upstream connect timed out",
+            ))
+        });
+        match &result {
+            Ok(_) => self.connector.record_ok(started.elapsed()),
+            Err(e) => self.connector.record_error(&e.to_string()),
+        }
+        result
+    }
+
+    /// A backend connection driven by a task of its own, for one client flow.
+    async fn open_dedicated(&self) -> Result<Dedicated, BoxError> {
+        let io = self.open().await?;
+        let flow_id = io.flow_id.clone();
+        let sender = if io.h2 {
+            let (send, conn) = hyper_conn::http2::handshake(TokioExecutor::new(), io).await?;
+            tokio::spawn(conn);
+            Sender::Http2(send)
+        } else {
+            let (send, conn) = hyper_conn::http1::handshake(io).await?;
+            tokio::spawn(conn);
+            Sender::Http1(send)
+        };
+        Ok(Dedicated { sender, flow_id })
+    }
+
     async fn connect(&self) -> io::Result<UpstreamIo> {
         let addr = resolve(&self.host, self.port).await?;
         let socket = if addr.is_ipv4() {
@@ -198,4 +221,91 @@ impl hyper::rt::Write for UpstreamIo {
     fn is_write_vectored(&self) -> bool {
         self.io.is_write_vectored()
     }
+}
+
+/// The backend connection of one HTTP/1 client flow. Its requests come one at a time, so one
+/// upstream connection carries them all, without the pool's checkout and return per call
+/// (measured: about 4% of the proxy's CPU per call). Opened on first use and again once it
+/// closes; closed when the client flow ends (its leg goes with it).
+#[derive(Default)]
+pub struct FlowUpstream {
+    conn: std::sync::Mutex<Option<Dedicated>>,
+}
+
+struct Dedicated {
+    sender: Sender,
+    flow_id: BackendFlow,
+}
+
+enum Sender {
+    Http1(hyper_conn::http1::SendRequest<ProxyBody>),
+    Http2(hyper_conn::http2::SendRequest<ProxyBody>),
+}
+
+/// A request that failed, and the request itself when none of it was sent.
+type Unsent = (hyper::Error, Option<Request<ProxyBody>>);
+
+impl FlowUpstream {
+    /// Send `req` (absolute URI) over this flow's connection. A kept connection the server
+    /// closed while it sat idle fails before any byte of the request left: the request then
+    /// goes once more over a fresh connection (as the pool does).
+    pub async fn request(
+        &self,
+        upstream: &UpstreamConnector,
+        mut req: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, BoxError> {
+        let kept = self.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let mut fresh = kept.is_none();
+        let mut conn = match kept {
+            Some(c) => c,
+            None => upstream.open_dedicated().await?,
+        };
+        loop {
+            match conn.send(req).await {
+                Ok(mut resp) => {
+                    resp.extensions_mut().insert(conn.flow_id.clone());
+                    *self.conn.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn);
+                    return Ok(resp);
+                }
+                Err((_, Some(unsent))) if !fresh => {
+                    req = unsent;
+                    conn = upstream.open_dedicated().await?;
+                    fresh = true;
+                }
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+    }
+}
+
+impl Dedicated {
+    async fn send(&mut self, mut req: Request<ProxyBody>) -> Result<Response<Incoming>, Unsent> {
+        match &mut self.sender {
+            Sender::Http1(send) => {
+                if let Err(e) = send.ready().await {
+                    return Err((e, Some(req)));
+                }
+                // HTTP/1 request lines carry the path (origin form); Host names the server.
+                let path = req
+                    .uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/"));
+                *req.uri_mut() = Uri::from(path);
+                send.try_send_request(req).await.map_err(unsent)
+            }
+            Sender::Http2(send) => {
+                if let Err(e) = send.ready().await {
+                    return Err((e, Some(req)));
+                }
+                *req.version_mut() = Version::HTTP_2;
+                send.try_send_request(req).await.map_err(unsent)
+            }
+        }
+    }
+}
+
+fn unsent(mut e: hyper_conn::TrySendError<Request<ProxyBody>>) -> Unsent {
+    let req = e.take_message();
+    (e.into_error(), req)
 }
