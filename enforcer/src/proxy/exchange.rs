@@ -67,7 +67,10 @@ pub struct Exchange {
 /// arguments give the same digest whatever order the agent sent their keys in.
 pub fn digest(v: &Value) -> String {
     let bytes = canonical::canonical_json(v);
-    format!("sha256:{}", hex::encode(Sha256::digest(&bytes)))
+    let mut out = [0u8; 7 + 64];
+    out[..7].copy_from_slice(b"sha256:");
+    hex::encode_to_slice(Sha256::digest(&bytes), &mut out[7..]).expect("64 hex digits");
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 impl Exchange {
@@ -354,7 +357,10 @@ impl Exchange {
     /// if it answers one of our calls, fill in that call's receipt (written by
     /// [`record_answered`](Self::record_answered) before the message is released). Returns
     /// whether the message changed (and must be re-serialised).
-    pub fn on_server_message(&mut self, msg: &mut Value) -> bool {
+    ///
+    /// `sole`: the message is the whole document, so when it is unchanged (its original bytes
+    /// go out) its result can move into the recording instead of being copied.
+    pub fn on_server_message(&mut self, msg: &mut Value, sole: bool) -> bool {
         let gate = &self.flow.ctx.gate;
         let is_response = msg.get("result").is_some() || msg.get("error").is_some();
         let idx = match msg.get("id") {
@@ -418,7 +424,7 @@ impl Exchange {
         } else {
             r.outcome.status = "ok".into();
         }
-        r.recording = Some(recording(msg, &hidden));
+        r.recording = Some(recording(msg, &hidden, sole && !changed));
         c.unrecorded = true;
         changed
     }
@@ -613,12 +619,15 @@ fn json_len_at_most(v: &Value, limit: usize) -> bool {
 }
 
 /// What the session replay shows of a response: already masked; large ones truncated.
-fn recording(msg: &Value, hidden: &[String]) -> Value {
-    let body = msg
-        .get("result")
-        .or_else(|| msg.get("error"))
-        .cloned()
-        .unwrap_or(Value::Null);
+/// `take`: the message is not needed again, so its result (or error) is moved, not copied.
+fn recording(msg: &mut Value, hidden: &[String], take: bool) -> Value {
+    let body = if take {
+        msg.as_object_mut()
+            .and_then(|m| m.swap_remove("result").or_else(|| m.swap_remove("error")))
+    } else {
+        msg.get("result").or_else(|| msg.get("error")).cloned()
+    }
+    .unwrap_or(Value::Null);
     // Most results are far below the limit: sized without serializing them.
     let mut rec = serde_json::Map::new();
     if json_len_at_most(&body, RECORDING_MAX) {
@@ -673,6 +682,20 @@ mod tests {
         }
         let big = json!({"text": "y".repeat(RECORDING_MAX)});
         assert!(!json_len_at_most(&big, RECORDING_MAX));
-        assert!(recording(&json!({"id": 1, "result": big}), &[])["truncated"] == json!(true));
+        let mut msg = json!({"id": 1, "result": big});
+        assert!(recording(&mut msg, &[], false)["truncated"] == json!(true));
+    }
+
+    #[test]
+    fn a_recording_copies_or_takes_the_result() {
+        let mut msg = json!({"jsonrpc": "2.0", "id": 1, "result": {"content": [{"text": "hi"}]}});
+        let copied = recording(&mut msg, &["hidden".into()], false);
+        assert_eq!(copied["response"], msg["result"]);
+        assert_eq!(copied["hidden_tools"], json!(["hidden"]));
+        let taken = recording(&mut msg, &[], true);
+        assert_eq!(taken["response"], json!({"content": [{"text": "hi"}]}));
+        assert!(msg.get("result").is_none(), "moved out: {msg}");
+        let mut err = json!({"jsonrpc": "2.0", "id": 2, "error": {"code": -1, "message": "no"}});
+        assert_eq!(recording(&mut err, &[], true)["response"]["message"], "no");
     }
 }

@@ -107,10 +107,10 @@ fn judge_messages(doc: &mut Value, exchange: &mut Exchange) -> bool {
     match doc {
         Value::Array(items) => {
             for item in items.iter_mut() {
-                changed |= exchange.on_server_message(item);
+                changed |= exchange.on_server_message(item, false);
             }
         }
-        Value::Object(_) => changed |= exchange.on_server_message(doc),
+        Value::Object(_) => changed |= exchange.on_server_message(doc, true),
         _ => {}
     }
     changed
