@@ -119,15 +119,17 @@ fn setup_raw(test: &str, extra_toml: &str) -> McpHost {
     let py = py.as_str();
     let (cert, key) = (cert.to_str().unwrap(), key.to_str().unwrap());
     let (rogue_cert, rogue_key) = (rogue_cert.to_str().unwrap(), rogue_key.to_str().unwrap());
+    let client_ca = client_ca.to_str().unwrap();
+    // One SDK server per port: the flags after the port say how it serves.
+    let spawn = |port: &str, flags: &[&str]| {
+        let mut args = vec![py, server, "--host", up.as_str(), "--port", port];
+        args.extend_from_slice(flags);
+        host.spawn_upstream(&args, "listening")
+    };
     let servers = Servers(vec![
-        host.spawn_upstream(
+        spawn(
+            "8443",
             &[
-                py,
-                server,
-                "--host",
-                &up,
-                "--port",
-                "8443",
                 "--certfile",
                 cert,
                 "--keyfile",
@@ -136,52 +138,20 @@ fn setup_raw(test: &str, extra_toml: &str) -> McpHost {
                 UPSTREAM_TOKEN,
                 "--resumable",
             ],
-            "listening",
         ),
-        host.spawn_upstream(
-            &[
-                py,
-                server,
-                "--host",
-                &up,
-                "--port",
-                "8444",
-                "--certfile",
-                rogue_cert,
-                "--keyfile",
-                rogue_key,
-            ],
-            "listening",
-        ),
+        spawn("8444", &["--certfile", rogue_cert, "--keyfile", rogue_key]),
         // Plain HTTP, answering in JSON bodies (the others stream SSE): both response forms.
-        host.spawn_upstream(
+        spawn("8080", &["--json-response"]),
+        spawn(
+            "8445",
             &[
-                py,
-                server,
-                "--host",
-                &up,
-                "--port",
-                "8080",
-                "--json-response",
-            ],
-            "listening",
-        ),
-        host.spawn_upstream(
-            &[
-                py,
-                server,
-                "--host",
-                &up,
-                "--port",
-                "8445",
                 "--certfile",
                 cert,
                 "--keyfile",
                 key,
                 "--client-ca",
-                client_ca.to_str().unwrap(),
+                client_ca,
             ],
-            "listening",
         ),
     ]);
     let creds = host.dir.join("credentials");
