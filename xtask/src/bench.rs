@@ -91,7 +91,8 @@ fn ns(out: &[serde_json::Value]) -> anyhow::Result<u64> {
 /// JSON-RPC upstream on 127.0.0.2:8443, nginx and haproxy terminating TLS in front of it) and
 /// the enforcer, measured in one interleaved run by the peers' own script, wrk running as an
 /// agent for the enforcer so the kernel redirect carries it. Adds CPU per request for each
-/// proxy, read from /proc before and after.
+/// proxy at each concurrency: its CPU (from /proc, read as each wrk run starts) during the
+/// runs against it, over the requests those runs completed.
 ///
 /// `threads` is the enforcer's worker threads: 1 compares like for like with the reference
 /// proxies (one nginx worker, one haproxy thread); 0 uses one per CPU.
@@ -187,20 +188,58 @@ fn run_proxy_bench(
         ("nginx", children_of(&pid_file(&dir.join("logs/nginx.pid")))),
         ("haproxy", vec![pid_file(&dir.join("logs/haproxy.pid"))]),
     ];
-    let before: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(p)).collect();
     let extra = format!(
         "enforcer={} --config {} exec --agent bench --",
         enforcer.display(),
         config.display()
     );
-    let out = Command::new("bash")
+    let results = dir.join("results");
+    let earlier: Vec<std::ffi::OsString> = std::fs::read_dir(&results)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.file_name())).collect())
+        .unwrap_or_default();
+    let mut child = Command::new("bash")
         .arg(peers)
         .arg("bench")
         .arg(dir)
         .arg(reps.to_string())
         .env("EXTRA", &extra)
-        .output()?;
-    let after: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(p)).collect();
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let mut stdout = child.stdout.take().context("bench stdout")?;
+    let mut stderr = child.stderr.take().context("bench stderr")?;
+    let out_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
+        s
+    });
+    let err_reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
+        s
+    });
+    // Each proxy's CPU ticks whenever a wrk run starts (its result file appears), so each
+    // run's CPU is told apart: a proxy is charged only for the runs against it, per
+    // concurrency (its idle time during the others' runs is left out).
+    let mut marks: Vec<(String, Vec<u64>)> = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    let status = loop {
+        if let Some(run) = newest_run_dir(&results, &earlier) {
+            for e in std::fs::read_dir(&run)?.flatten() {
+                let name = e.file_name().to_string_lossy().to_string();
+                if seen.insert(name.clone()) {
+                    marks.push((name, pids.iter().map(|(_, p)| cpu_ticks(p)).collect()));
+                }
+            }
+        }
+        if let Some(status) = child.try_wait()? {
+            break status;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    let end: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(p)).collect();
+    let stdout = out_reader.join().unwrap_or_default();
+    let stderr = err_reader.join().unwrap_or_default();
     let _ = daemon.kill();
     let _ = daemon.wait();
     let _ = Command::new(&enforcer)
@@ -213,33 +252,57 @@ fn run_proxy_bench(
     for d in [agents.join("bench"), agents] {
         let _ = std::fs::remove_dir(d);
     }
-    let text = String::from_utf8_lossy(&out.stdout);
-    print!("{text}");
-    eprint!("{}", String::from_utf8_lossy(&out.stderr));
-    if !out.status.success() {
+    print!("{stdout}");
+    eprint!("{stderr}");
+    if !status.success() {
         bail!("peers.sh bench failed");
     }
-    // CPU per request: each proxy's CPU time over the whole run / the requests it served.
-    let raw = text
+    let raw = stdout
         .lines()
         .find_map(|l| l.strip_prefix("raw: "))
         .context("no raw results directory")?;
+    let raw = std::path::Path::new(raw);
+    // CPU per request: a proxy's CPU during the runs against it / the requests it served.
     let hz = 100.0; // USER_HZ
     println!(
-        "\n{:<9} {:>12} {:>10} {:>16}",
-        "proxy", "requests", "cpu_s", "cpu_us/request"
+        "\n{:<9} {:>4} {:>10} {:>8} {:>16}",
+        "proxy", "c", "requests", "cpu_s", "cpu_us/request"
     );
     for (i, (name, _)) in pids.iter().enumerate() {
-        let requests = requests_served(std::path::Path::new(raw), name)?;
-        let cpu_s = (after[i].saturating_sub(before[i])) as f64 / hz;
-        let per = if requests > 0 {
-            cpu_s * 1e6 / requests as f64
-        } else {
-            0.0
-        };
-        println!("{name:<9} {requests:>12} {cpu_s:>10.1} {per:>16.1}");
+        for c in ["1", "64"] {
+            let prefix = format!("{name}_c{c}_");
+            let (mut requests, mut ticks) = (0u64, 0u64);
+            for (k, (file, at)) in marks.iter().enumerate() {
+                if !file.starts_with(&prefix) {
+                    continue;
+                }
+                let next = marks.get(k + 1).map_or(&end, |(_, t)| t);
+                ticks += next[i].saturating_sub(at[i]);
+                requests += requests_in(&raw.join(file))?;
+            }
+            let cpu_s = ticks as f64 / hz;
+            let per = if requests > 0 {
+                cpu_s * 1e6 / requests as f64
+            } else {
+                0.0
+            };
+            println!("{name:<9} {c:>4} {requests:>10} {cpu_s:>8.1} {per:>16.1}");
+        }
     }
     Ok(())
+}
+
+/// The run directory `peers.sh bench` created (the newest one not in `earlier`).
+fn newest_run_dir(
+    results: &std::path::Path,
+    earlier: &[std::ffi::OsString],
+) -> Option<std::path::PathBuf> {
+    std::fs::read_dir(results)
+        .ok()?
+        .flatten()
+        .filter(|e| !earlier.contains(&e.file_name()))
+        .map(|e| e.path())
+        .max()
 }
 
 fn pid_file(path: &std::path::Path) -> i32 {
@@ -269,24 +332,15 @@ fn cpu_ticks(pids: &[i32]) -> u64 {
         .sum()
 }
 
-/// Total requests wrk completed against `target` over every run in `raw`.
-fn requests_served(raw: &std::path::Path, target: &str) -> anyhow::Result<u64> {
-    let mut total = 0;
-    for e in std::fs::read_dir(raw)? {
-        let e = e?;
-        let name = e.file_name().to_string_lossy().to_string();
-        if !name.starts_with(&format!("{target}_")) {
-            continue;
-        }
-        let text = std::fs::read_to_string(e.path())?;
-        total += text
-            .lines()
-            .find(|l| l.contains("requests in"))
-            .and_then(|l| l.split_whitespace().next())
-            .and_then(|n| n.parse::<u64>().ok())
-            .unwrap_or(0);
-    }
-    Ok(total)
+/// Requests wrk completed in one run (its output file).
+fn requests_in(file: &std::path::Path) -> anyhow::Result<u64> {
+    let text = std::fs::read_to_string(file)?;
+    Ok(text
+        .lines()
+        .find(|l| l.contains("requests in"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0))
 }
 
 /// Policy evaluation, receipt appends and audit search, each printed by the release binary.
