@@ -1,7 +1,7 @@
 //! JSON-RPC 2.0 framing: parse single messages and batches, and build well-formed errors.
 
 use bytes::Bytes;
-use serde_json::{json, Value};
+use serde_json::{json, value::RawValue, Value};
 
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
@@ -77,31 +77,54 @@ pub struct RpcError {
 }
 
 pub fn parse(body: &[u8]) -> Result<Parsed, RpcError> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| RpcError {
+    // Each message is read straight into its envelope: no map of its members is built
+    // (hashing each key) only to be taken apart.
+    if first_byte(body) == Some(b'[') {
+        let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| parse_error(&e))?;
+        if items.is_empty() {
+            return Err(invalid(Value::Null, "empty batch"));
+        }
+        let messages = items
+            .into_iter()
+            .map(|item| message(item.get().as_bytes()))
+            .collect::<Result<_, _>>()?;
+        return Ok(Parsed {
+            messages,
+            batch: true,
+        });
+    }
+    Ok(Parsed {
+        messages: vec![message(body)?],
+        batch: false,
+    })
+}
+
+fn first_byte(json: &[u8]) -> Option<u8> {
+    json.iter().copied().find(|b| !b.is_ascii_whitespace())
+}
+
+/// One message: a JSON object with JSON-RPC's members.
+fn message(json: &[u8]) -> Result<Message, RpcError> {
+    if first_byte(json) != Some(b'{') {
+        // Valid JSON but not an object (a syntax error is a parse error).
+        return match serde_json::from_slice::<serde::de::IgnoredAny>(json) {
+            Ok(_) => Err(invalid(Value::Null, "a message must be a JSON object")),
+            Err(e) => Err(parse_error(&e)),
+        };
+    }
+    let env: Envelope = serde_json::from_slice(json).map_err(|e| match e.classify() {
+        // A member twice (the server may read the other one): refused, not guessed.
+        serde_json::error::Category::Data => invalid(Value::Null, &e.to_string()),
+        _ => parse_error(&e),
+    })?;
+    env.message()
+}
+
+fn parse_error(e: &serde_json::Error) -> RpcError {
+    RpcError {
         code: PARSE_ERROR,
         message: format!("Parse error: {e}"),
         id: Value::Null,
-    })?;
-    from_value(value)
-}
-
-/// Interpret an already-parsed JSON document as JSON-RPC.
-pub fn from_value(value: Value) -> Result<Parsed, RpcError> {
-    match value {
-        Value::Array(items) => {
-            if items.is_empty() {
-                return Err(invalid(Value::Null, "empty batch"));
-            }
-            let messages = items.into_iter().map(message).collect::<Result<_, _>>()?;
-            Ok(Parsed {
-                messages,
-                batch: true,
-            })
-        }
-        v => Ok(Parsed {
-            messages: vec![message(v)?],
-            batch: false,
-        }),
     }
 }
 
@@ -113,48 +136,69 @@ fn invalid(id: Value, why: &str) -> RpcError {
     }
 }
 
-fn message(v: Value) -> Result<Message, RpcError> {
-    let Value::Object(mut o) = v else {
-        return Err(invalid(Value::Null, "a message must be a JSON object"));
-    };
-    let id = o.remove("id");
-    if let Some(id) = &id {
-        if !(id.is_string() || id.is_number() || id.is_null()) {
-            return Err(invalid(Value::Null, "id must be a string or a number"));
-        }
-    }
-    if o.get("jsonrpc") != Some(&json!("2.0")) {
-        return Err(invalid(
-            id.unwrap_or(Value::Null),
-            "\"jsonrpc\" must be \"2.0\"",
-        ));
-    }
-    match o.remove("method") {
-        Some(Value::String(method)) => {
-            let params = o.remove("params").unwrap_or(Value::Null);
-            if !(params.is_object() || params.is_array() || params.is_null()) {
-                return Err(invalid(
-                    id.unwrap_or(Value::Null),
-                    "params must be an object or array",
-                ));
+/// The members of one message that JSON-RPC defines; `Some(Value::Null)` for a member sent as
+/// `null`, `None` for one absent.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    #[serde(default, deserialize_with = "present")]
+    jsonrpc: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    id: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    method: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    params: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    result: Option<Value>,
+    #[serde(default, deserialize_with = "present")]
+    error: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    serde::Deserialize::deserialize(d).map(Some)
+}
+
+impl Envelope {
+    fn message(self) -> Result<Message, RpcError> {
+        let id = self.id;
+        if let Some(id) = &id {
+            if !(id.is_string() || id.is_number() || id.is_null()) {
+                return Err(invalid(Value::Null, "id must be a string or a number"));
             }
-            Ok(match id {
-                Some(id) => Message::Request { id, method, params },
-                None => Message::Notification { method, params },
-            })
         }
-        Some(_) => Err(invalid(
-            id.unwrap_or(Value::Null),
-            "method must be a string",
-        )),
-        None => {
-            let (result, error) = (o.remove("result"), o.remove("error"));
-            match (id, result.is_some() ^ error.is_some()) {
-                (Some(id), true) => Ok(Message::Response { id, result, error }),
-                (id, _) => Err(invalid(
-                    id.unwrap_or(Value::Null),
-                    "a response needs an id and exactly one of result or error",
-                )),
+        if self.jsonrpc.as_ref().and_then(Value::as_str) != Some("2.0") {
+            return Err(invalid(
+                id.unwrap_or(Value::Null),
+                "\"jsonrpc\" must be \"2.0\"",
+            ));
+        }
+        match self.method {
+            Some(Value::String(method)) => {
+                let params = self.params.unwrap_or(Value::Null);
+                if !(params.is_object() || params.is_array() || params.is_null()) {
+                    return Err(invalid(
+                        id.unwrap_or(Value::Null),
+                        "params must be an object or array",
+                    ));
+                }
+                Ok(match id {
+                    Some(id) => Message::Request { id, method, params },
+                    None => Message::Notification { method, params },
+                })
+            }
+            Some(_) => Err(invalid(
+                id.unwrap_or(Value::Null),
+                "method must be a string",
+            )),
+            None => {
+                let (result, error) = (self.result, self.error);
+                match (id, result.is_some() ^ error.is_some()) {
+                    (Some(id), true) => Ok(Message::Response { id, result, error }),
+                    (id, _) => Err(invalid(
+                        id.unwrap_or(Value::Null),
+                        "a response needs an id and exactly one of result or error",
+                    )),
+                }
             }
         }
     }
@@ -258,6 +302,47 @@ mod tests {
                 .unwrap_err()
                 .code,
             INVALID_REQUEST
+        );
+    }
+
+    #[test]
+    fn single_messages_and_batch_elements_are_read_alike() {
+        for body in [
+            r#"{"jsonrpc":"2.0","id":null,"method":"x","params":null,"extra":[1,{"a":2}]}"#,
+            r#"{"jsonrpc":"2.0","id":"a","result":null}"#,
+            r#"{"jsonrpc":"2.0","id":3,"error":{"code":1,"message":"m"}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/progress","params":{"p":1}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"x","params":3}"#,
+            r#"{"id":9,"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":[1],"method":"x"}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+        ] {
+            let single = parse(body.as_bytes()).map(|p| p.messages);
+            let element = parse(format!("[{body}]").as_bytes()).map(|p| p.messages);
+            assert_eq!(single, element, "{body}");
+        }
+        // `"id": null` is a request with a null id, not a notification.
+        let p = parse(br#"  {"jsonrpc":"2.0","id":null,"method":"x"}"#).unwrap();
+        assert_eq!(p.messages[0].id(), Some(&Value::Null));
+    }
+
+    #[test]
+    fn a_member_sent_twice_is_refused() {
+        // The proxy and the server could each read a different one.
+        let e = parse(br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","method":"tools/list"}"#)
+            .unwrap_err();
+        assert_eq!(e.code, INVALID_REQUEST, "{e:?}");
+        assert!(e.message.contains("duplicate"), "{e:?}");
+        let e = parse(br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","id":2,"id":3,"method":"ping"}]"#)
+            .unwrap_err();
+        assert_eq!(e.code, INVALID_REQUEST, "in a batch too: {e:?}");
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0","#).unwrap_err().code,
+            PARSE_ERROR
+        );
+        assert_eq!(
+            parse(br#"{"jsonrpc":"2.0"} x"#).unwrap_err().code,
+            PARSE_ERROR
         );
     }
 
