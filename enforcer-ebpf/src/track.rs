@@ -107,6 +107,9 @@ fn on_close(ctx: &SockOpsContext) {
         proxy_port: sock.remote_port,
         _pad: 0,
     };
-    let _ = FLOWS.remove(&key);
+    // Only this socket's entry: a new connect that reused the 4-tuple owns it now.
+    if unsafe { FLOWS.get(&key) }.is_some_and(|rec| rec.cookie == cookie) {
+        let _ = FLOWS.remove(&key);
+    }
     let _ = AGENT_SOCKETS.remove(&cookie);
 }
