@@ -82,18 +82,24 @@ pub struct ProxyContext {
 impl ProxyContext {
     /// Write a receipt (fail closed: the caller refuses what cannot be recorded), then feed
     /// the metrics and wake the exporters.
-    pub async fn record(
+    /// (Not an `async fn`, so the receipt is not carried in the future: see `append`.)
+    pub fn record(
         &self,
         receipt: crate::audit::receipt::Receipt,
-    ) -> Result<crate::audit::receipt::Receipt, crate::audit::AuditError> {
+    ) -> impl std::future::Future<
+        Output = Result<crate::audit::receipt::Receipt, crate::audit::AuditError>,
+    > + '_ {
         let started = std::time::Instant::now();
-        let stored = self.audit.append(receipt).await?;
-        self.metrics.audit_write(started.elapsed());
-        observe::receipt(&self.metrics, &stored);
-        if let Some(x) = &self.exporter {
-            x.notify();
+        let append = self.audit.append(receipt);
+        async move {
+            let stored = append.await?;
+            self.metrics.audit_write(started.elapsed());
+            observe::receipt(&self.metrics, &stored);
+            if let Some(x) = &self.exporter {
+                x.notify();
+            }
+            Ok(stored)
         }
-        Ok(stored)
     }
 }
 
