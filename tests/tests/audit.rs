@@ -27,10 +27,6 @@ fn call<'a>(out: &'a [Value], tool: &str, nth: usize) -> &'a Value {
         .unwrap_or_else(|| panic!("no call #{nth} of {tool} in {out:?}"))
 }
 
-fn search(m: &McpHost, filters: &[&str]) -> Vec<Value> {
-    m.search(filters)
-}
-
 fn show(m: &McpHost, receipt: &str) -> Value {
     m.host.cli_json(&["audit", "show", receipt, "--json"])
 }
@@ -152,7 +148,7 @@ fn receipts_carry_the_whole_ticket_and_denials_carry_their_diagnostics() {
     assert_eq!(r["credential"]["binding"], "mcp-token@v3");
 
     // The allowed call: credential injected (reference only), backend flow, latency, bytes.
-    let ok = search(&m, &["--tool", "echo", "--outcome", "ok"]);
+    let ok = m.search(&["--tool", "echo", "--outcome", "ok"]);
     assert_eq!(ok.len(), 1, "{ok:?}");
     let e = &ok[0];
     assert_eq!(e["credential"]["mode"], "inject");
@@ -172,7 +168,7 @@ fn receipts_carry_the_whole_ticket_and_denials_carry_their_diagnostics() {
     assert_eq!(e["outcome"]["http_status"], 200);
 
     // The masked call counts per detector, never the text.
-    let leaks = search(&m, &["--tool", "leak_secret"]);
+    let leaks = m.search(&["--tool", "leak_secret"]);
     assert_eq!(leaks.len(), 1);
     // (The SDK server puts the text in both content and structuredContent: two of each.)
     let masking = leaks[0]["outcome"]["masking"].as_object().unwrap();
@@ -189,24 +185,24 @@ fn receipts_carry_the_whole_ticket_and_denials_carry_their_diagnostics() {
         .as_str()
         .unwrap()
         .to_string();
-    let all = search(&m, &["--session", &session]);
+    let all = m.search(&["--session", &session]);
     assert!(
         all.len() >= 6,
         "initialize, tools/list and 4 calls: {all:?}"
     );
     assert!(all.iter().any(|r| r["request"]["method"] == "initialize"));
-    let listing = search(&m, &["--method", "tools/list"]);
+    let listing = m.search(&["--method", "tools/list"]);
     assert_eq!(
         listing[0]["recording"]["hidden_tools"],
         json!(["delete_everything"])
     );
-    assert_eq!(search(&m, &["--outcome", "denied"]).len(), 2);
+    assert_eq!(m.search(&["--outcome", "denied"]).len(), 2);
     assert_eq!(
-        search(&m, &["--agent", "sdk-agent", "--since", "10m"]).len(),
+        m.search(&["--agent", "sdk-agent", "--since", "10m"]).len(),
         all.len()
     );
-    assert!(search(&m, &["--until", "1h"]).is_empty());
-    assert!(search(&m, &["--agent", "nobody"]).is_empty());
+    assert!(m.search(&["--until", "1h"]).is_empty());
+    assert!(m.search(&["--agent", "nobody"]).is_empty());
     let page1 = m.host.cli_json(&[
         "audit",
         "search",
@@ -345,7 +341,7 @@ fn approvals_defaults_and_shadow_mode() {
     );
     let tools = find(&out, "tools")["tools"].as_array().unwrap().clone();
     assert!(tools.contains(&json!("delete_everything")), "{tools:?}");
-    let r = &search(&m, &["--tool", "delete_everything"])[0];
+    let r = &m.search(&["--tool", "delete_everything"])[0];
     assert_eq!(r["outcome"]["status"], "ok");
     assert_eq!(r["policy"]["decision"], "allow");
     assert_eq!(r["policy"]["shadow_decision"], "deny");
@@ -469,7 +465,7 @@ fn receipts_survive_restarts_and_tampering_is_detected() {
         ],
     );
     assert_eq!(call(&out, "echo", 2)["result"], "three");
-    let before = search(&m, &[]);
+    let before = m.search(&[]);
     assert!(before.len() >= 5, "{before:?}");
     let verify = m.host.cli_json(&["audit", "verify", "--json"]);
     assert_eq!(verify["ok"], true, "{verify}");
@@ -486,7 +482,7 @@ fn receipts_survive_restarts_and_tampering_is_detected() {
     m.host.start_daemon();
     let out = m.client("x2", URL, &["--mode", "legacy", "--calls", "echo:four"]);
     assert_eq!(call(&out, "echo", 0)["result"], "four");
-    assert!(search(&m, &[]).len() > before.len());
+    assert!(m.search(&[]).len() > before.len());
     assert_eq!(m.host.cli_json(&["audit", "verify", "--json"])["ok"], true);
 
     // Tamper with the receipts log (one line of a segment file).
@@ -653,7 +649,7 @@ fn a_revocation_mid_stream_leaves_a_kill_receipt_and_the_cut_call_recorded() {
 
     let mut kills = Vec::new();
     wait_for(Duration::from_secs(10), || {
-        kills = search(&m, &["--outcome", "killed"]);
+        kills = m.search(&["--outcome", "killed"]);
         !kills.is_empty()
     })
     .expect("a revocation_kill receipt");
@@ -669,7 +665,7 @@ fn a_revocation_mid_stream_leaves_a_kill_receipt_and_the_cut_call_recorded() {
     // The call that was cut has its own receipt saying it never completed.
     let mut cut = Vec::new();
     wait_for(Duration::from_secs(10), || {
-        cut = search(&m, &["--tool", "slow_count"]);
+        cut = m.search(&["--tool", "slow_count"]);
         !cut.is_empty()
     })
     .expect("the cut call's receipt");
@@ -712,7 +708,7 @@ fn arguments_carrying_a_blocked_detector_are_refused_before_they_leave() {
         !args.contains(FAKE_AWS_KEY),
         "arguments stored redacted: {args}"
     );
-    let recorded = search(&m, &["--tool", "echo", "--outcome", "ok"]);
+    let recorded = m.search(&["--tool", "echo", "--outcome", "ok"]);
     // Counted in the arguments (recorded, forwarded) and in the echoed result (redacted).
     assert!(
         recorded[0]["outcome"]["masking"]["email"]

@@ -204,18 +204,12 @@ fn run_proxy_bench(
         .arg(reps.to_string())
         .env("EXTRA", &extra)
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
         .spawn()?;
+    // Read while the runs go on (the loop below polls), printed once they are done.
     let mut stdout = child.stdout.take().context("bench stdout")?;
-    let mut stderr = child.stderr.take().context("bench stderr")?;
     let out_reader = std::thread::spawn(move || {
         let mut s = String::new();
         let _ = std::io::Read::read_to_string(&mut stdout, &mut s);
-        s
-    });
-    let err_reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = std::io::Read::read_to_string(&mut stderr, &mut s);
         s
     });
     // Each proxy's CPU ticks whenever a wrk run starts (its result file appears), so each
@@ -239,7 +233,6 @@ fn run_proxy_bench(
     };
     let end: Vec<u64> = pids.iter().map(|(_, p)| cpu_ticks(p)).collect();
     let stdout = out_reader.join().unwrap_or_default();
-    let stderr = err_reader.join().unwrap_or_default();
     let _ = daemon.kill();
     let _ = daemon.wait();
     let _ = Command::new(&enforcer)
@@ -253,7 +246,6 @@ fn run_proxy_bench(
         let _ = std::fs::remove_dir(d);
     }
     print!("{stdout}");
-    eprint!("{stderr}");
     if !status.success() {
         bail!("peers.sh bench failed");
     }

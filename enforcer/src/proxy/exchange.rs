@@ -53,6 +53,17 @@ pub struct PendingCall {
     unrecorded: bool,
 }
 
+impl PendingCall {
+    /// The filled-in receipt of an answered call, to be written now, with the bytes released
+    /// for its exchange.
+    fn take_answered(&mut self, bytes_out: u64) -> Receipt {
+        self.unrecorded = false;
+        let mut r = std::mem::take(&mut self.receipt);
+        r.outcome.bytes_out = bytes_out;
+        r
+    }
+}
+
 pub struct Exchange {
     flow: Arc<Flow>,
     started: Instant,
@@ -439,10 +450,7 @@ impl Exchange {
     ) -> Result<(), crate::audit::AuditError> {
         let bytes_out = self.bytes_out + carrier_bytes as u64;
         for c in self.calls.iter_mut().filter(|c| c.unrecorded) {
-            c.unrecorded = false;
-            let mut r = std::mem::take(&mut c.receipt);
-            r.outcome.bytes_out = bytes_out;
-            let stored = self.flow.ctx.record(r).await?;
+            let stored = self.flow.ctx.record(c.take_answered(bytes_out)).await?;
             // Per call, so debug: the receipt is the record (info stays readable at any rate).
             debug!(
                 receipt = %stored.id,
@@ -524,12 +532,7 @@ impl Drop for Exchange {
             .calls
             .iter_mut()
             .filter(|c| c.unrecorded)
-            .map(|c| {
-                c.unrecorded = false;
-                let mut r = std::mem::take(&mut c.receipt);
-                r.outcome.bytes_out = self.bytes_out;
-                r
-            })
+            .map(|c| c.take_answered(self.bytes_out))
             .collect();
         receipts.extend(self.finish_unanswered(
             "incomplete",
