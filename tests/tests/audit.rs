@@ -166,10 +166,22 @@ fn receipts_carry_the_whole_ticket_and_denials_carry_their_diagnostics() {
     assert!(e["outcome"]["bytes_in"].as_u64().unwrap() > 0);
     assert!(e["outcome"]["bytes_out"].as_u64().unwrap() > 0);
     assert_eq!(e["outcome"]["http_status"], 200);
+    // Its recording is the result the agent got (judged from the text: nothing to mask).
+    assert_eq!(
+        e["recording"]["response"]["content"][0]["text"], "hello",
+        "{e}"
+    );
+    assert_eq!(e["request"]["arguments_redacted"], json!({"text": "hello"}));
 
     // The masked call counts per detector, never the text.
     let leaks = m.search(&["--tool", "leak_secret"]);
     assert_eq!(leaks.len(), 1);
+    let recorded = leaks[0]["recording"]["response"].to_string();
+    assert!(recorded.contains("[REDACTED:aws_access_key]"), "{recorded}");
+    assert!(
+        !recorded.contains(FAKE_AWS_KEY) && !recorded.contains(UPSTREAM_TOKEN),
+        "{recorded}"
+    );
     // (The SDK server puts the text in both content and structuredContent: two of each.)
     let masking = leaks[0]["outcome"]["masking"].as_object().unwrap();
     assert_eq!(

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use super::durability::Durability;
 use super::error::Result;
-use super::receipt::{Outcome, Receipt, RequestInfo};
+use super::receipt::{CanonicalJson, Outcome, Receipt, RequestInfo};
 use super::search::Query;
 use super::store::{AuditStore, Tuning};
 
@@ -134,9 +134,9 @@ pub fn synthetic_receipt(i: u64, total: u64, rng: &mut Rng) -> Receipt {
             },
             target: Some(format!("tool-{tool:03}")),
             arguments_digest: Some(format!("sha256:{:064x}", rng.next_u64())),
-            arguments_redacted: Some(
-                json!({"path": format!("/srv/data/{i}"), "token": "[REDACTED]"}),
-            ),
+            arguments_redacted: Some(CanonicalJson::from_value(
+                &json!({"path": format!("/srv/data/{i}"), "token": "[REDACTED]"}),
+            )),
             era: Some("session".into()),
             protocol_version: Some("2025-06-18".into()),
             http_method: "POST".into(),
@@ -149,7 +149,9 @@ pub fn synthetic_receipt(i: u64, total: u64, rng: &mut Rng) -> Receipt {
             bytes_out: rng.below(20_000),
             ..Default::default()
         },
-        recording: Some(json!({"content": [{"type": "text", "text": "[first bytes redacted]"}]})),
+        recording: Some(CanonicalJson::from_value(
+            &json!({"content": [{"type": "text", "text": "[first bytes redacted]"}]}),
+        )),
         ..Default::default()
     };
     r.actor.user = format!("user-{user:02}");

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+pub use super::canonical::CanonicalJson;
+
 /// Free-form JSON serialized with object keys sorted (canonical), whatever order the map
 /// keeps them in (`serde_json`'s `preserve_order` is on in this build).
 mod canonical {
@@ -42,10 +44,6 @@ mod canonical {
     pub fn value<S: Serializer>(v: &Value, s: S) -> Result<S::Ok, S::Error> {
         Sorted(v).serialize(s)
     }
-
-    pub fn option<S: Serializer>(v: &Option<Value>, s: S) -> Result<S::Ok, S::Error> {
-        v.as_ref().map(Sorted).serialize(s)
-    }
 }
 
 /// One MCP exchange of interest, or one connection-level event.
@@ -73,8 +71,7 @@ pub struct Receipt {
     /// Connection-level event detail (kind = connection).
     pub event: Option<ConnectionEvent>,
     /// Redacted response (or its first bytes) for session replay; never unredacted content.
-    #[serde(serialize_with = "canonical::option")]
-    pub recording: Option<Value>,
+    pub recording: Option<CanonicalJson>,
 }
 
 impl Receipt {
@@ -115,7 +112,7 @@ impl Receipt {
         key(&mut out, "policy", false);
         serde_json::to_writer(&mut out, &self.policy)?;
         key(&mut out, "recording", false);
-        serde_json::to_writer(&mut out, &self.recording.as_ref().map(canonical::Sorted))?;
+        serde_json::to_writer(&mut out, &self.recording)?;
         key(&mut out, "request", false);
         serde_json::to_writer(&mut out, &self.request)?;
         key(&mut out, "seq", false);
@@ -159,8 +156,7 @@ pub struct RequestInfo {
     /// "sha256:<hex>" of the arguments as the agent sent them (canonical JSON).
     pub arguments_digest: Option<String>,
     /// Arguments with detected secrets and personal data replaced.
-    #[serde(serialize_with = "canonical::option")]
-    pub arguments_redacted: Option<Value>,
+    pub arguments_redacted: Option<CanonicalJson>,
     /// "session" or "stateless".
     pub era: Option<String>,
     pub http_method: String,

@@ -342,17 +342,29 @@ impl AuditStore {
 
     /// Appends one receipt; returns it with `id` and `seq` set. `Err` = not recorded (or, in
     /// Strict mode, not known to be on disk): the caller must refuse the call.
-    ///
-    /// Not an `async fn`: the receipt (1.3 KB) goes into its batch at once, so the future
-    /// (and every future awaiting it) does not carry a copy of it.
     pub fn append(
         &self,
         receipt: Receipt,
     ) -> impl std::future::Future<Output = Result<Receipt, AuditError>> + '_ {
-        let batch = self.append_batch(vec![receipt]);
+        let boxed = self.append_boxed(Box::new(receipt));
+        async move { boxed.await.map(|r| *r) }
+    }
+
+    /// [`append`](Self::append) for a boxed receipt (the proxy's): a receipt is 1.3 KB, and
+    /// a box moves through the futures that record it for the price of a pointer.
+    ///
+    /// Not an `async fn`: the receipt is serialized into its batch item at once, so the
+    /// future does not depend on it until it gets its `id` and `seq`.
+    pub fn append_boxed(
+        &self,
+        mut receipt: Box<Receipt>,
+    ) -> impl std::future::Future<Output = Result<Box<Receipt>, AuditError>> + '_ {
+        let prepared = self.prepare(std::slice::from_ref(&*receipt));
         async move {
-            let mut out = batch.await?;
-            Ok(out.pop().expect("one in, one out"))
+            let (items, entries) = prepared?;
+            let first = self.write_prepared(items, entries).await?;
+            receipt.assign(first);
+            Ok(receipt)
         }
     }
 
@@ -365,28 +377,44 @@ impl AuditStore {
         if receipts.is_empty() {
             return Ok(receipts);
         }
-        self.check_writable()?;
-        self.core.in_flight.fetch_add(1, Ordering::AcqRel);
-        let _in_flight = InFlight(&self.core.in_flight);
-        let items = receipts
-            .iter()
-            .map(PreparedRecord::new)
-            .collect::<Result<Vec<_>>>()?;
-        let entries: Vec<IndexEntry> = receipts.iter().map(IndexEntry::of).collect();
-        let first = if self.tuning.direct && !self.core.strict && super::turn::enabled() {
-            // A proxy thread: written with the rest of this turn of its event loop.
-            let writer: Arc<dyn TurnWriter> = self.core.clone();
-            match super::turn::submit(&writer, items, entries) {
-                Submitted::Written(res) => res?,
-                Submitted::Queued(rx) => rx.await.map_err(|_| writer_gone())??,
-            }
-        } else {
-            self.write_directly_or_queue(items, entries).await?
-        };
+        let (items, entries) = self.prepare(&receipts)?;
+        let first = self.write_prepared(items, entries).await?;
         for (i, r) in receipts.iter_mut().enumerate() {
             r.assign(first + i as u64);
         }
         Ok(receipts)
+    }
+
+    /// The batch items (canonical JSON) and index entries of `receipts`, once the store is
+    /// known to be writable.
+    fn prepare(&self, receipts: &[Receipt]) -> Result<(Vec<PreparedRecord>, Vec<IndexEntry>)> {
+        self.check_writable()?;
+        let items = receipts
+            .iter()
+            .map(PreparedRecord::new)
+            .collect::<Result<Vec<_>>>()?;
+        Ok((items, receipts.iter().map(IndexEntry::of).collect()))
+    }
+
+    /// Writes prepared items: with the rest of this turn on a proxy thread, else directly or
+    /// through the writer thread. Returns the first item's seq.
+    async fn write_prepared(
+        &self,
+        items: Vec<PreparedRecord>,
+        entries: Vec<IndexEntry>,
+    ) -> Result<u64> {
+        self.core.in_flight.fetch_add(1, Ordering::AcqRel);
+        let _in_flight = InFlight(&self.core.in_flight);
+        if self.tuning.direct && !self.core.strict && super::turn::enabled() {
+            // A proxy thread: written with the rest of this turn of its event loop.
+            let writer: Arc<dyn TurnWriter> = self.core.clone();
+            match super::turn::submit(&writer, items, entries) {
+                Submitted::Written(res) => res,
+                Submitted::Queued(rx) => rx.await.map_err(|_| writer_gone())?,
+            }
+        } else {
+            self.write_directly_or_queue(items, entries).await
+        }
     }
 
     /// Off proxy threads (and in Strict mode): write on the caller's thread when alone, else
@@ -630,7 +658,9 @@ pub(crate) mod tests {
                 method: "tools/call".into(),
                 target: Some(format!("tool-{}", i % 3)),
                 arguments_digest: Some("sha256:00ff".into()),
-                arguments_redacted: Some(json!({"path": "/etc/[REDACTED]", "n": 1.5})),
+                arguments_redacted: Some(CanonicalJson::from_value(
+                    &json!({"path": "/etc/[REDACTED]", "n": 1.5}),
+                )),
                 era: Some("session".into()),
                 protocol_version: Some("2025-06-18".into()),
                 http_method: "POST".into(),
@@ -696,7 +726,9 @@ pub(crate) mod tests {
                 sni: Some("x.example".into()),
                 detail: Some("d".into()),
             }),
-            recording: Some(json!({"content": [{"type": "text", "text": "[REDACTED]"}]})),
+            recording: Some(CanonicalJson::from_value(
+                &json!({"content": [{"type": "text", "text": "[REDACTED]"}]}),
+            )),
         }
     }
 
@@ -1016,8 +1048,8 @@ pub(crate) mod tests {
             r#"{"z": 1, "a": {"y": [{"d": 1, "c": "\u00e9\"q"}], "b": null}, "m": 1.5, "id": "x", "seq": 7}"#,
         )
         .unwrap();
-        odd.recording = Some(messy.clone());
-        odd.request.as_mut().unwrap().arguments_redacted = Some(messy.clone());
+        odd.recording = Some(CanonicalJson::from_value(&messy));
+        odd.request.as_mut().unwrap().arguments_redacted = Some(CanonicalJson::from_value(&messy));
         odd.request.as_mut().unwrap().jsonrpc_id = json!("r\"1");
         odd.event = None;
         odd.policy = None;

@@ -806,3 +806,36 @@ fn dlp_is_send_sync_and_shareable() {
     }
     assert_eq!(d.bound_secret_count(), 1);
 }
+
+/// The text walk behind the proxy's fast path agrees with `redact_value` on whether a server
+/// message would change: strings, keys, escapes, AWS labels, detectors that only count.
+#[test]
+fn a_text_walk_finds_what_redaction_would_change() {
+    let email_off = Dlp::new(&cfg(json!({"detectors": {"email": {"results": "off"}}}))).unwrap();
+    let off = Dlp::new(&cfg(json!({"enabled": false}))).unwrap();
+    let docs = [
+        r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"hello"}],"isError":false}}"#.to_string(),
+        r#"{"id":1,"result":{"content":[{"type":"text","text":"mail bob@example.com now"}]}}"#.to_string(),
+        r#"{"id":1,"result":{"bob@example.com":1}}"#.to_string(),
+        // Escaped: the detectors see the decoded text, as in the tree.
+        r#"{"id":1,"result":{"text":"bob\u0040example.com"}}"#.to_string(),
+        format!(r#"{{"id":1,"result":{{"SecretAccessKey":"{AWS_SECRET}"}}}}"#),
+        format!(r#"{{"id":1,"result":{{"checksum":"{AWS_SECRET}","n":[1,2.5,null,true]}}}}"#),
+        r#"{"id":1,"result":{"deep":[[{"x":"AKIAY34FZKBOKMUTVV7A"}]]}}"#.to_string(),
+        r#"{"id":1,"result":"[REDACTED:email] already"}"#.to_string(),
+    ];
+    for d in [&dlp(), &email_off] {
+        for text in &docs {
+            let mut v: Value = serde_json::from_str(text).unwrap();
+            let before = v.clone();
+            let f = d.redact_value(&mut v);
+            let unchanged = f.total() == 0 && v == before;
+            assert_eq!(d.results_clean(text), Some(unchanged), "{text}");
+        }
+    }
+    assert_eq!(dlp().results_clean(r#"{"a": "x@y.io", "b": "#), Some(false));
+    assert_eq!(dlp().results_clean(r#"{"a": 1"#), None);
+    assert_eq!(dlp().results_clean(r#"{"a": 1} {"b": 2}"#), None);
+    assert!(!off.enabled);
+    assert_eq!(off.results_clean(&docs[1]), Some(true));
+}

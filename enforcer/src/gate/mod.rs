@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
-    audit::receipt::PolicyTicket,
+    audit::receipt::{CanonicalJson, PolicyTicket},
     dlp::Dlp,
     policy::{self, Effect, Policy, VersionMeta},
 };
@@ -60,8 +60,8 @@ pub struct Verdict {
     pub ticket: PolicyTicket,
     /// Detector matches in the arguments (counts only).
     pub findings: BTreeMap<String, u32>,
-    /// Arguments as the receipt stores them: every match redacted.
-    pub redacted_arguments: Option<Value>,
+    /// Arguments as the receipt stores them (canonical JSON): every match redacted.
+    pub redacted_arguments: Option<CanonicalJson>,
     /// Arguments to forward instead of the agent's, when a detector's action is `redact`.
     pub forward_arguments: Option<Value>,
 }
@@ -200,10 +200,13 @@ impl Gate {
         let (redacted_arguments, forward_arguments) = match args {
             Some(a) => {
                 // The receipt keeps nothing any detector matched, whatever its action.
-                let mut stored = call.arguments.clone();
-                if !a.findings.is_empty() {
-                    dlp.redact_value(&mut stored);
-                }
+                let stored = if a.findings.is_empty() {
+                    CanonicalJson::from_value(call.arguments)
+                } else {
+                    let mut copy = call.arguments.clone();
+                    dlp.redact_value(&mut copy);
+                    CanonicalJson::from_value(&copy)
+                };
                 (Some(stored), a.redacted)
             }
             None => (None, None),

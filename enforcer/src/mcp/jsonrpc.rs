@@ -158,6 +158,64 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     serde::Deserialize::deserialize(d).map(Some)
 }
 
+/// A server's answer to a request, read as a view of its text: no tree is built for its
+/// result (or error), which stays the text it was sent as.
+#[derive(Debug)]
+pub struct Reply<'a> {
+    pub id: Value,
+    pub result: Option<&'a RawValue>,
+    pub error: Option<&'a RawValue>,
+}
+
+impl<'a> Reply<'a> {
+    /// `Some` only for one JSON object with an `id` and exactly one of `result` and `error`
+    /// (a member sent as `null` counts as sent), and no `method`; batches, requests,
+    /// notifications and anything malformed are `None`.
+    pub fn read(text: &'a str) -> Option<Self> {
+        #[derive(serde::Deserialize)]
+        struct Members<'a> {
+            #[serde(borrow, default, deserialize_with = "present_raw")]
+            id: Option<&'a RawValue>,
+            #[serde(borrow, default, deserialize_with = "present_raw")]
+            result: Option<&'a RawValue>,
+            #[serde(borrow, default, deserialize_with = "present_raw")]
+            error: Option<&'a RawValue>,
+            #[serde(borrow, default, deserialize_with = "present_raw")]
+            method: Option<&'a RawValue>,
+        }
+        // A struct would also be read from an array (by position): objects only.
+        if first_byte(text.as_bytes()) != Some(b'{') {
+            return None;
+        }
+        let m: Members = serde_json::from_str(text).ok()?;
+        if m.method.is_some() || m.result.is_some() == m.error.is_some() {
+            return None;
+        }
+        Some(Reply {
+            id: serde_json::from_str(m.id?.get()).ok()?,
+            result: m.result,
+            error: m.error,
+        })
+    }
+
+    /// The result says the tool failed (`"isError": true`).
+    pub fn is_tool_error(&self) -> bool {
+        #[derive(serde::Deserialize)]
+        struct Head<'a> {
+            #[serde(borrow, rename = "isError")]
+            is_error: Option<&'a RawValue>,
+        }
+        self.result
+            .and_then(|r| serde_json::from_str::<Head>(r.get()).ok())
+            .and_then(|h| h.is_error)
+            .is_some_and(|v| v.get() == "true")
+    }
+}
+
+fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
+}
+
 impl Envelope {
     fn message(self) -> Result<Message, RpcError> {
         let id = self.id;
@@ -266,6 +324,36 @@ pub fn serialize(parsed: &Parsed) -> Bytes {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_reply_is_read_as_a_view_of_its_text() {
+        let r = Reply::read(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"isError":true}}"#)
+            .unwrap();
+        assert_eq!(r.id, json!(7));
+        assert_eq!(r.result.unwrap().get(), r#"{"content":[],"isError":true}"#);
+        assert!(r.error.is_none() && r.is_tool_error());
+        let r = Reply::read(r#"{"id":"a","error":{"code":-1,"message":"no"}}"#).unwrap();
+        assert_eq!(r.id, json!("a"));
+        assert!(r.result.is_none() && !r.is_tool_error());
+        let r = Reply::read(r#"{"id":1,"result":null}"#).unwrap();
+        assert_eq!(r.result.unwrap().get(), "null");
+        assert!(!Reply::read(r#"{"id":1,"result":{"isError":"true"}}"#)
+            .unwrap()
+            .is_tool_error());
+        // Not a single answer: left to the full path.
+        for text in [
+            r#"[{"id":1,"result":{}}]"#,
+            r#"{"id":1,"method":"x","result":{}}"#,
+            r#"{"id":1,"result":{},"error":{}}"#,
+            r#"{"id":1}"#,
+            r#"{"result":{}}"#,
+            r#"{"id":1,"id":2,"result":{}}"#,
+            r#"{"id":1,"result":{}"#,
+            "[1, 2, 3]",
+        ] {
+            assert!(Reply::read(text).is_none(), "{text}");
+        }
+    }
 
     #[test]
     fn parses_requests_notifications_responses_and_batches() {

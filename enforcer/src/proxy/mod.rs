@@ -85,12 +85,12 @@ impl ProxyContext {
     /// (Not an `async fn`, so the receipt is not carried in the future: see `append`.)
     pub fn record(
         &self,
-        receipt: crate::audit::receipt::Receipt,
+        receipt: impl Into<Box<crate::audit::receipt::Receipt>>,
     ) -> impl std::future::Future<
-        Output = Result<crate::audit::receipt::Receipt, crate::audit::AuditError>,
+        Output = Result<Box<crate::audit::receipt::Receipt>, crate::audit::AuditError>,
     > + '_ {
         let started = std::time::Instant::now();
-        let append = self.audit.append(receipt);
+        let append = self.audit.append_boxed(receipt.into());
         async move {
             let stored = append.await?;
             self.metrics.audit_write(started.elapsed());

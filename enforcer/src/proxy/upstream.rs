@@ -256,9 +256,11 @@ impl FlowUpstream {
     ) -> Result<Response<Incoming>, BoxError> {
         let kept = self.conn.lock().unwrap_or_else(|e| e.into_inner()).take();
         let mut fresh = kept.is_none();
+        // Opening (connect, TLS handshake) is rare and its future large: boxed, so the future
+        // of every request does not carry (and move) its state.
         let mut conn = match kept {
             Some(c) => c,
-            None => upstream.open_dedicated().await?,
+            None => Box::pin(upstream.open_dedicated()).await?,
         };
         loop {
             match conn.send(req).await {
@@ -269,7 +271,7 @@ impl FlowUpstream {
                 }
                 Err((_, Some(unsent))) if !fresh => {
                     req = unsent;
-                    conn = upstream.open_dedicated().await?;
+                    conn = Box::pin(upstream.open_dedicated()).await?;
                     fresh = true;
                 }
                 Err((e, _)) => return Err(e.into()),
