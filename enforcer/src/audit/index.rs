@@ -79,22 +79,41 @@ pub fn decode_position(bytes: &[u8]) -> Option<(u64, u64)> {
 }
 
 /// What the index keeps of one receipt: its position and indexed field values (owned, so
-/// it can travel to whichever thread writes the batch).
+/// it can travel to whichever thread writes the batch). The values share one string (two
+/// allocations a receipt, not one per field).
 #[derive(Debug, Clone)]
 pub struct IndexEntry {
     pub time_ns: u64,
-    pub fields: Vec<(Field, String)>,
+    values: String,
+    /// Each field and where its value ends in `values` (it starts where the previous ends).
+    ends: Vec<(Field, usize)>,
 }
 
 impl IndexEntry {
     pub fn of(r: &Receipt) -> Self {
+        let mut values = String::with_capacity(128);
+        let mut ends = Vec::with_capacity(Field::ALL.len());
+        for f in Field::ALL {
+            if let Some(v) = f.value_of(r) {
+                values.push_str(v);
+                ends.push((f, values.len()));
+            }
+        }
         IndexEntry {
             time_ns: r.time_ns,
-            fields: Field::ALL
-                .iter()
-                .filter_map(|f| f.value_of(r).map(|v| (*f, v.to_string())))
-                .collect(),
+            values,
+            ends,
         }
+    }
+
+    /// The indexed fields and their values.
+    pub fn fields(&self) -> impl Iterator<Item = (Field, &str)> {
+        let mut start = 0;
+        self.ends.iter().map(move |&(f, end)| {
+            let v = &self.values[start..end];
+            start = end;
+            (f, v)
+        })
     }
 }
 
@@ -135,12 +154,12 @@ impl Postings {
     pub fn insert(&mut self, seq: u64, e: &IndexEntry) {
         let p = pos(e.time_ns, seq);
         insert_sorted(&mut self.all, p);
-        for (f, v) in &e.fields {
-            let values = self.by_field.entry(*f).or_default();
-            match values.get_mut(v.as_str()) {
+        for (f, v) in e.fields() {
+            let values = self.by_field.entry(f).or_default();
+            match values.get_mut(v) {
                 Some(list) => insert_sorted(list, p),
                 None => {
-                    values.insert(v.as_str().into(), vec![p]);
+                    values.insert(v.into(), vec![p]);
                 }
             }
         }
@@ -205,7 +224,16 @@ mod tests {
         let r = receipt();
         let e = IndexEntry::of(&r);
         // user, agent, tool, method, status
-        assert_eq!(e.fields.len(), 5);
+        assert_eq!(
+            e.fields().collect::<Vec<_>>(),
+            [
+                (Field::Tool, "fs.read"),
+                (Field::Agent, "claude"),
+                (Field::User, "alice"),
+                (Field::Method, "tools/call"),
+                (Field::Status, "ok"),
+            ]
+        );
         // Mostly in order, some late (a long call's receipt), one far back, one repeated.
         let times = [10u64, 20, 30, 25, 40, 50, 5, 60, 60];
         for (i, t) in times.iter().enumerate() {

@@ -123,7 +123,9 @@ impl Dlp {
         let regex_ok = n >= self.min_regex_len;
         let bound_ok = n >= bound.min_len && self.bound_det.is_some_and(|d| self.counts(mode, d));
         if regex_ok {
-            if let Some(set) = &self.set {
+            // Most strings match nothing: `is_match` answers that without the allocation
+            // `matches` makes for its set of patterns.
+            if let Some(set) = self.set.as_ref().filter(|s| s.is_match(text)) {
                 let matched = set.matches(text);
                 for i in matched.iter() {
                     let rx = &self.regexes[i];

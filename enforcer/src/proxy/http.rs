@@ -116,21 +116,22 @@ where
 
 /// Headers that belong to one hop and are never forwarded (besides whatever Connection
 /// names). Transfer-Encoding is set by hyper per hop.
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "upgrade",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// By the name's text (names are lowercase): a few string comparisons, not nine
+/// `HeaderName` ones.
 fn is_hop_by_hop(name: &header::HeaderName) -> bool {
-    // By the name's text (names are lowercase): one string match, not nine `HeaderName`
-    // comparisons.
-    matches!(
-        name.as_str(),
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "proxy-authenticate"
-            | "proxy-authorization"
-            | "te"
-            | "upgrade"
-            | "trailer"
-            | "transfer-encoding"
-    )
+    HOP_BY_HOP.contains(&name.as_str())
 }
 
 fn strip_hop_by_hop(h: &mut HeaderMap) {
@@ -139,17 +140,23 @@ fn strip_hop_by_hop(h: &mut HeaderMap) {
     if !h.keys().any(is_hop_by_hop) {
         return;
     }
-    // The ones present, and whatever Connection names (any case: names are normalized).
-    let mut drop: Vec<header::HeaderName> = h
+    // Whatever Connection names besides the hop-by-hop ones (rare; usually it says
+    // "keep-alive" or "close"): any case, as names are normalized.
+    let named: Vec<header::HeaderName> = h
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|name| header::HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .map(str::trim)
+        .filter(|name| !name.is_empty() && !HOP_BY_HOP.iter().any(|h| h.eq_ignore_ascii_case(name)))
+        .filter_map(|name| header::HeaderName::from_bytes(name.as_bytes()).ok())
         .collect();
-    drop.extend(h.keys().filter(|k| is_hop_by_hop(k)).cloned());
-    for name in &drop {
+    for name in &named {
         h.remove(name);
+    }
+    // The hop-by-hop ones present, one at a time (a clone of a name present is no copy).
+    while let Some(name) = h.keys().find(|k| is_hop_by_hop(k)).cloned() {
+        h.remove(&name);
     }
 }
 
@@ -182,6 +189,14 @@ async fn read_body(mut body: Incoming, limit: usize) -> Result<Bytes, BodyError>
     } else {
         Ok(buf.freeze())
     }
+}
+
+/// The first call's method and target, for log lines (borrowed: the per-call line is
+/// usually filtered out).
+fn names(x: &Exchange) -> (&str, &str) {
+    x.calls.first().map_or(("", ""), |c| {
+        (c.method.as_str(), c.target.as_deref().unwrap_or_default())
+    })
 }
 
 /// A response that ends a request early (boxed: it is much larger than the Ok values).
@@ -374,15 +389,11 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
         _ = flow.session.cancelled() => return session_ended(&flow, &mut exchange, &first_id).await,
     };
     let latency_us = started.elapsed().as_micros() as u64;
-    let (rpc, tool) = exchange
-        .calls
-        .first()
-        .map(|c| (c.method.clone(), c.target.clone().unwrap_or_default()))
-        .unwrap_or_default();
     let mut resp = match result {
         Ok(resp) => resp,
         Err(e) => {
             let reason = error_chain(&*e);
+            let (rpc, tool) = names(&exchange);
             warn!(%method, rpc, tool, latency_us, error = %reason, "upstream request failed");
             if let Err(e) = exchange
                 .record_unanswered("upstream_error", None, Some(reason.clone()))
@@ -411,8 +422,8 @@ async fn handle(req: Request<Incoming>, flow: Arc<Flow>) -> Response<ProxyBody> 
     // Per call, so debug (the receipt is the record).
     debug!(
         %method,
-        rpc,
-        tool,
+        rpc = names(&exchange).0,
+        tool = names(&exchange).1,
         calls = exchange.calls.len(),
         messages,
         era = ?era,

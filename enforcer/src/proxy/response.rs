@@ -26,26 +26,29 @@ pub async fn respond(
     mut exchange: Exchange,
     max_response_bytes: usize,
 ) -> Response<ProxyBody> {
-    let backend = resp.extensions().get::<BackendFlow>().map(|b| b.0.clone());
-    let protocol_session = resp
-        .headers()
-        .get(mcp::headers::SESSION_ID)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from);
-    exchange.set_backend_flow(backend.as_deref(), protocol_session.as_deref());
+    exchange.set_backend_flow(
+        resp.extensions().get::<BackendFlow>().map(|b| b.0.as_str()),
+        resp.headers()
+            .get(mcp::headers::SESSION_ID)
+            .and_then(|v| v.to_str().ok()),
+    );
     let status = resp.status();
-    let content_type = resp
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_ascii_lowercase();
+    let media_type = |prefix: &str| {
+        resp.headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.as_bytes().get(..prefix.len()))
+            .is_some_and(|v| v.eq_ignore_ascii_case(prefix.as_bytes()))
+    };
+    let (sse, json) = (
+        media_type("text/event-stream"),
+        media_type("application/json"),
+    );
     let (mut parts, body) = resp.into_parts();
-    if content_type.starts_with("text/event-stream") {
+    if sse {
         parts.headers.remove(header::CONTENT_LENGTH);
         return Response::from_parts(parts, sse_body(body, exchange));
     }
-    if !content_type.starts_with("application/json") {
+    if !json {
         // 202 for notifications, errors in HTML, 404 for an ended session...: passed through;
         // the calls it answered (if any) are recorded with the HTTP status.
         let outcome = if status.is_success() {

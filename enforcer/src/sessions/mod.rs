@@ -107,10 +107,11 @@ impl<T> Session<T> {
     }
 
     pub fn add_protocol_id(&self, id: &str) {
-        self.protocol_ids
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(id.to_string());
+        // Every call of a session names it: allocate only for a new one.
+        let mut ids = self.protocol_ids.lock().unwrap_or_else(|e| e.into_inner());
+        if !ids.contains(id) {
+            ids.insert(id.to_string());
+        }
     }
 
     pub fn set_client(&self, client: &str) {
