@@ -21,6 +21,7 @@ mod rehearsal;
 mod revocation;
 mod sessions;
 mod store;
+mod text;
 mod tls;
 
 /// The proxy allocates per request (headers, bodies, JSON); mimalloc (v2, see the workspace

@@ -132,8 +132,8 @@ pub fn synthetic_receipt(i: u64, total: u64, rng: &mut Rng) -> Receipt {
             } else {
                 METHODS[(i % 3) as usize].into()
             },
-            target: Some(format!("tool-{tool:03}")),
-            arguments_digest: Some(format!("sha256:{:064x}", rng.next_u64())),
+            target: Some(format!("tool-{tool:03}").into()),
+            arguments_digest: Some((format!("sha256:{:064x}", rng.next_u64())).into()),
             arguments_redacted: Some(CanonicalJson::from_value(
                 &json!({"path": format!("/srv/data/{i}"), "token": "[REDACTED]"}),
             )),
@@ -154,20 +154,20 @@ pub fn synthetic_receipt(i: u64, total: u64, rng: &mut Rng) -> Receipt {
         )),
         ..Default::default()
     };
-    r.actor.user = format!("user-{user:02}");
+    r.actor.user = format!("user-{user:02}").into();
     r.actor.uid = 1000 + user as u32;
-    r.actor.agent = format!("agent-{agent:02}");
-    r.actor.instance = format!("inst-{instance:03}");
+    r.actor.agent = format!("agent-{agent:02}").into();
+    r.actor.instance = format!("inst-{instance:03}").into();
     r.actor.instance_id = 10_000 + instance;
     r.actor.pid = 4000 + instance as u32;
     r.actor.surface.exe = "/usr/bin/node".into();
-    r.session.enforcer_session = format!("es-{session_no}");
-    r.session.client_flow = format!("cf-{session_no}");
-    r.session.protocol_session_id = Some(format!("ps-{session_no}"));
+    r.session.enforcer_session = format!("es-{session_no}").into();
+    r.session.client_flow = format!("cf-{session_no}").into();
+    r.session.protocol_session_id = Some(format!("ps-{session_no}").into());
     r.session.state = "active".into();
-    r.connector.connector = format!("conn-{connector}");
+    r.connector.connector = format!("conn-{connector}").into();
     r.connector.route = "default".into();
-    r.connector.backend = format!("https://conn-{connector}.example/mcp");
+    r.connector.backend = (format!("https://conn-{connector}.example/mcp")).into();
     r.connector.route_status.state = "reachable".into();
     r.credential.mode = "inject".into();
     r

@@ -8,6 +8,8 @@ use serde_json::Value;
 
 pub use super::canonical::CanonicalJson;
 
+pub use crate::text::Text;
+
 /// Free-form JSON serialized with object keys sorted (canonical), whatever order the map
 /// keeps them in (`serde_json`'s `preserve_order` is on in this build).
 mod canonical {
@@ -154,101 +156,101 @@ pub enum ReceiptKind {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RequestInfo {
     /// "sha256:<hex>" of the arguments as the agent sent them (canonical JSON).
-    pub arguments_digest: Option<String>,
+    pub arguments_digest: Option<Text>,
     /// Arguments with detected secrets and personal data replaced.
     pub arguments_redacted: Option<CanonicalJson>,
     /// "session" or "stateless".
-    pub era: Option<String>,
-    pub http_method: String,
+    pub era: Option<Text>,
+    pub http_method: Text,
     /// JSON-RPC id (null for notifications).
     #[serde(serialize_with = "canonical::value")]
     pub jsonrpc_id: Value,
     /// JSON-RPC method, e.g. "tools/call".
-    pub method: String,
-    pub protocol_version: Option<String>,
+    pub method: Text,
+    pub protocol_version: Option<Text>,
     /// Tool name (tools/call), resource URI (resources/read) or prompt name (prompts/get).
-    pub target: Option<String>,
+    pub target: Option<Text>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActorChain {
-    pub agent: String,
-    pub instance: String,
+    pub agent: Text,
+    pub instance: Text,
     /// cgroup inode of the instance.
     pub instance_id: u64,
     pub pid: u32,
     pub surface: Surface,
     pub uid: u32,
-    pub user: String,
+    pub user: Text,
 }
 
 /// The client surface: what program, and what MCP client inside it.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Surface {
     /// MCP clientInfo "name version" when the client sent it (client's word).
-    pub client: Option<String>,
+    pub client: Option<Text>,
     /// Executable of the connecting process (kernel-derived).
-    pub exe: String,
+    pub exe: Text,
     /// HTTP User-Agent (client's word).
-    pub user_agent: Option<String>,
+    pub user_agent: Option<Text>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SessionRef {
     /// Backend flow (proxy <-> upstream connection) id, when one was used.
-    pub backend_flow: Option<String>,
+    pub backend_flow: Option<Text>,
     /// Client flow (agent <-> proxy connection) id.
-    pub client_flow: String,
+    pub client_flow: Text,
     /// Enforcer session (agent instance x connector).
-    pub enforcer_session: String,
+    pub enforcer_session: Text,
     pub idle_limit_ms: u64,
     /// MCP session id (session era), as the server issued it.
-    pub protocol_session_id: Option<String>,
+    pub protocol_session_id: Option<Text>,
     /// "active", "idle", "closed", "terminated".
-    pub state: String,
+    pub state: Text,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct PolicyTicket {
     /// Enforced decision: "allow", "deny", "require_approval".
-    pub decision: String,
+    pub decision: Text,
     /// Host environment label from the config.
-    pub environment: String,
-    pub note: Option<String>,
-    pub reason_code: String,
+    pub environment: Text,
+    pub note: Option<Text>,
+    pub reason_code: Text,
     /// Matched rule id (`@id`), or None when the default applied.
-    pub rule: Option<String>,
+    pub rule: Option<Text>,
     /// Shadow mode: what the policy would have decided had it been enforced.
-    pub shadow_decision: Option<String>,
+    pub shadow_decision: Option<Text>,
     /// Policy version id ("v3"), or "none" when no policy is loaded.
-    pub version: String,
+    pub version: Text,
     /// Content hash of that version ("sha256:<hex>").
-    pub version_hash: String,
+    pub version_hash: Text,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CredentialRef {
     /// "binding-id@version"; never the secret.
-    pub binding: Option<String>,
+    pub binding: Option<Text>,
     /// "inject", "passthrough", "mtls", "none", or "withheld" (the call was refused before
     /// the bound credential was injected).
-    pub mode: String,
+    pub mode: Text,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectorPath {
-    pub backend: String,
-    pub connector: String,
-    pub route: String,
+    pub backend: Text,
+    pub connector: Text,
+    pub route: Text,
     pub route_status: RouteStatus,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteStatus {
-    pub last_error: Option<String>,
+    pub last_error: Option<Text>,
     pub last_latency_us: Option<u64>,
     /// "reachable", "unreachable", "unknown".
-    pub state: String,
+    pub state: Text,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -256,7 +258,7 @@ pub struct Outcome {
     /// Request bytes from the agent and response bytes to it.
     pub bytes_in: u64,
     pub bytes_out: u64,
-    pub error: Option<String>,
+    pub error: Option<Text>,
     pub http_status: Option<u16>,
     pub latency_us: u64,
     /// Matches per detector, redacted or blocked (counts only, never the text).
@@ -265,15 +267,15 @@ pub struct Outcome {
     pub rpc_error_code: Option<i64>,
     /// "ok", "tool_error", "rpc_error", "denied", "approval_required", "dlp_blocked",
     /// "refused", "upstream_error", "killed".
-    pub status: String,
+    pub status: Text,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ConnectionEvent {
     /// Original destination "addr:port" and SNI, when known.
-    pub destination: Option<String>,
-    pub detail: Option<String>,
+    pub destination: Option<Text>,
+    pub detail: Option<Text>,
     /// "unknown_destination", "tls_failure", "revocation_kill", "session_terminated".
-    pub event: String,
-    pub sni: Option<String>,
+    pub event: Text,
+    pub sni: Option<Text>,
 }

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use crate::{
-    audit::receipt::{CanonicalJson, PolicyTicket},
+    audit::receipt::{CanonicalJson, PolicyTicket, Text},
     dlp::Dlp,
     policy::{self, Effect, Policy, VersionMeta},
 };
@@ -29,6 +29,9 @@ pub enum Mode {
 pub struct ActivePolicy {
     pub meta: VersionMeta,
     pub policy: Policy,
+    /// The version's id and hash as every receipt's ticket carries them.
+    version: Text,
+    hash: Text,
 }
 
 /// Who asks for what: the parts of a call the policy reads.
@@ -67,7 +70,7 @@ pub struct Verdict {
 }
 
 pub struct Gate {
-    pub environment: String,
+    pub environment: Text,
     pub mode: Mode,
     pub defaults: policy::Defaults,
     active: ArcSwapOption<ActivePolicy>,
@@ -77,7 +80,7 @@ pub struct Gate {
 impl Gate {
     pub fn new(environment: String, mode: Mode, defaults: policy::Defaults, dlp: Dlp) -> Self {
         Self {
-            environment,
+            environment: environment.into(),
             mode,
             defaults,
             active: ArcSwapOption::empty(),
@@ -86,8 +89,12 @@ impl Gate {
     }
 
     pub fn activate(&self, meta: VersionMeta, policy: Policy) {
-        self.active
-            .store(Some(Arc::new(ActivePolicy { meta, policy })));
+        self.active.store(Some(Arc::new(ActivePolicy {
+            version: meta.id.as_str().into(),
+            hash: meta.hash.as_str().into(),
+            meta,
+            policy,
+        })));
     }
 
     pub fn active(&self) -> Option<Arc<ActivePolicy>> {
@@ -110,7 +117,7 @@ impl Gate {
             connector: call.connector,
             method: call.method,
             target: call.target.unwrap_or_default(),
-            environment: &self.environment,
+            environment: self.environment.as_str(),
         }
     }
 
@@ -146,13 +153,13 @@ impl Gate {
                     },
                     &self.defaults,
                 ),
-                a.meta.id.clone(),
-                a.meta.hash.clone(),
+                a.version.clone(),
+                a.hash.clone(),
             ),
             None => (
                 default_decision(self.defaults.for_method(call.method)),
-                "none".to_string(),
-                String::new(),
+                Text::word("none"),
+                Text::default(),
             ),
         };
         if !decision.errors.is_empty() {
@@ -170,7 +177,7 @@ impl Gate {
             version,
             version_hash: hash,
             environment: self.environment.clone(),
-            decision: effect_name(would).to_string(),
+            decision: Text::word(effect_name(would)),
             rule: decision.rule,
             reason_code: decision.reason_code,
             note: decision.note,
@@ -179,7 +186,7 @@ impl Gate {
         let mut enforced = would;
         if self.mode == Mode::Shadow && would != Enforced::Allow {
             ticket.shadow_decision = Some(ticket.decision.clone());
-            ticket.decision = "allow".into();
+            ticket.decision = Text::word("allow");
             enforced = Enforced::Allow;
         }
         // A configured DLP block stands whatever the policy said (and in shadow mode too:
@@ -188,12 +195,12 @@ impl Gate {
             if let Some(a) = &args {
                 if let Some(detector) = a.block.first() {
                     enforced = Enforced::DlpBlock;
-                    ticket.decision = "deny".into();
-                    ticket.rule = Some(format!("dlp:{detector}"));
-                    ticket.reason_code = "dlp_block".into();
-                    ticket.note = Some(format!(
+                    ticket.decision = Text::word("deny");
+                    ticket.rule = Some(format!("dlp:{detector}").into());
+                    ticket.reason_code = Text::word("dlp_block");
+                    ticket.note = Some((format!(
                         "the arguments contain data the {detector} detector blocks; remove it or use a binding"
-                    ));
+                    )).into());
                 }
             }
         }
@@ -270,7 +277,7 @@ fn default_decision(effect: Effect) -> policy::Decision {
     policy::Decision {
         effect,
         rule: None,
-        reason_code: format!("default_{effect}"),
+        reason_code: format!("default_{effect}").into(),
         note: Some(
             "no policy version is loaded on this host; the configured default applied".into(),
         ),

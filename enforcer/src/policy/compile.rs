@@ -5,6 +5,7 @@ use super::error::{CheckError, CheckErrors, Severity};
 use super::index::ScopeIndex;
 use super::schema::{self, build_schema, closest_method, plausible_method, KNOWN_METHODS};
 use super::source::{find_in, scan_statements, LineIndex, Statement};
+use crate::text::Text;
 use cedar_policy::{ActionConstraint, PolicyId, PolicySet, ValidationMode, Validator};
 use miette::Diagnostic;
 use serde::Serialize;
@@ -27,10 +28,10 @@ pub enum RuleEffect {
 /// One rule of a compiled policy, for display and diagnostics.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleInfo {
-    pub id: String,
+    pub id: Text,
     pub effect: RuleEffect,
-    pub reason: String,
-    pub note: Option<String>,
+    pub reason: Text,
+    pub note: Option<Text>,
     /// `@approval("required")` on a permit.
     pub approval: bool,
     /// 1-based line of the rule's first token.
@@ -357,10 +358,10 @@ impl Policy {
                 let (line, _) = cx.idx.line_col(st.start);
                 index.insert(id.clone(), rules.len());
                 rules.push(RuleInfo {
-                    id: id.clone(),
+                    id: id.clone().into(),
                     effect,
-                    reason,
-                    note,
+                    reason: reason.into(),
+                    note: note.map(Into::into),
                     approval,
                     line,
                 });

@@ -5,6 +5,7 @@ use super::index::Matched;
 use super::request::{
     build_partial_request, build_request, build_request_without_context, CallRequest, CallTemplate,
 };
+use crate::text::Text;
 use cedar_policy::Authorizer;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -81,9 +82,9 @@ impl Default for Defaults {
 pub struct Decision {
     pub effect: Effect,
     /// `@id` of the deciding rule; `None` when a default applied.
-    pub rule: Option<String>,
-    pub reason_code: String,
-    pub note: Option<String>,
+    pub rule: Option<Text>,
+    pub reason_code: Text,
+    pub note: Option<Text>,
     pub default_applied: bool,
     /// Evaluation errors (the erroring rules were treated as not matching).
     pub errors: Vec<String>,
@@ -102,7 +103,7 @@ impl Decision {
         Decision {
             effect,
             rule: None,
-            reason_code: format!("default_{effect}"),
+            reason_code: format!("default_{effect}").into(),
             note: None,
             default_applied: true,
             errors,

@@ -142,12 +142,14 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
             connector.idle_timeout,
             || upstream::client(upstream.clone()),
         );
+        let client_flow = format!("{peer}->{local}");
+        let texts = super::flow::FlowTexts::new(&actor, &session.id, &client_flow, &connector);
         let flow = Arc::new(Flow {
             ctx: ctx.clone(),
             session,
             connector: connector.clone(),
             actor: actor.clone(),
-            client_flow: format!("{peer}->{local}"),
+            texts,
             upstream_scheme: if upstream_tls { "https" } else { "http" },
             default_authority: match &sni {
                 Some(s) => format!("{s}:{}", dest.port()),

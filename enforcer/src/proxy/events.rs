@@ -24,14 +24,14 @@ pub struct Event<'a> {
 /// The actor chain as the kernel identified it (the client's words are added by the caller).
 pub fn actor_chain(actor: &Actor) -> ActorChain {
     ActorChain {
-        user: actor.user.clone(),
+        user: actor.user.clone().into(),
         uid: actor.uid,
-        agent: actor.agent.clone(),
-        instance: actor.instance.clone(),
+        agent: actor.agent.clone().into(),
+        instance: actor.instance.clone().into(),
         instance_id: actor.instance_id,
         pid: actor.pid,
         surface: Surface {
-            exe: actor.exe.clone(),
+            exe: actor.exe.clone().into(),
             ..Default::default()
         },
     }
@@ -42,14 +42,14 @@ pub fn receipt(actor: &Actor, e: &Event<'_>) -> Receipt {
         actor: actor_chain(actor),
         outcome: Outcome {
             status: e.status.into(),
-            error: e.detail.clone(),
+            error: e.detail.clone().map(Into::into),
             ..Default::default()
         },
         event: Some(ConnectionEvent {
             event: e.event.into(),
-            destination: Some(e.destination.to_string()),
-            sni: e.sni.map(String::from),
-            detail: e.detail.clone(),
+            destination: Some(e.destination.to_string().into()),
+            sni: e.sni.map(String::from).map(Into::into),
+            detail: e.detail.clone().map(Into::into),
         }),
         ..Receipt::stamped(ReceiptKind::Connection)
     }

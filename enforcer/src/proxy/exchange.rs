@@ -16,7 +16,7 @@ use crate::{
         canonical,
         receipt::{
             CanonicalJson, ConnectorPath, CredentialRef, Outcome, Receipt, ReceiptKind,
-            RequestInfo, RouteStatus, SessionRef,
+            RequestInfo, RouteStatus, SessionRef, Text,
         },
     },
     credentials::{BindingRef, CredentialMode},
@@ -77,15 +77,27 @@ pub struct Exchange {
 
 /// "sha256:<hex>" of the value's canonical JSON (object keys sorted, compact), so the same
 /// arguments give the same digest whatever order the agent sent their keys in.
-pub fn digest(v: &Value) -> String {
+pub fn digest(v: &Value) -> Text {
     digest_of_canonical(&canonical::canonical_json(v))
 }
 
-fn digest_of_canonical(bytes: &[u8]) -> String {
+fn digest_of_canonical(bytes: &[u8]) -> Text {
     let mut out = [0u8; 7 + 64];
     out[..7].copy_from_slice(b"sha256:");
     hex::encode_to_slice(Sha256::digest(bytes), &mut out[7..]).expect("64 hex digits");
-    String::from_utf8_lossy(&out).into_owned()
+    Text::from(std::str::from_utf8(&out).expect("ASCII"))
+}
+
+/// The receipt's method: MCP's own methods as shared words.
+fn method_text(method: &str) -> Text {
+    match method {
+        "initialize" => Text::word("initialize"),
+        "tools/list" => Text::word("tools/list"),
+        "tools/call" => Text::word("tools/call"),
+        "resources/read" => Text::word("resources/read"),
+        "prompts/get" => Text::word("prompts/get"),
+        other => other.into(),
+    }
 }
 
 impl Exchange {
@@ -99,12 +111,7 @@ impl Exchange {
         bytes_in: u64,
         started: Instant,
     ) -> Self {
-        let header = |n: &HeaderName| {
-            headers
-                .get(n)
-                .and_then(|v| v.to_str().ok())
-                .map(String::from)
-        };
+        let header = |n: &HeaderName| headers.get(n).and_then(|v| v.to_str().ok()).map(Text::from);
         let protocol_version = header(&mcp::headers::PROTOCOL_VERSION);
         let user_agent = header(&http::header::USER_AGENT);
         let protocol_session = header(&mcp::headers::SESSION_ID);
@@ -161,48 +168,51 @@ impl Exchange {
             let receipt = Box::new(Receipt {
                 request: Some(RequestInfo {
                     jsonrpc_id: id.clone(),
-                    method: method.clone(),
-                    target: target.clone(),
+                    method: method_text(method),
+                    target: target.as_deref().map(Text::from),
                     arguments_digest,
                     arguments_redacted: verdict.redacted_arguments,
-                    era: Some(match era {
-                        mcp::Era::Session => "session".into(),
-                        mcp::Era::Stateless => "stateless".into(),
-                    }),
+                    era: Some(Text::word(match era {
+                        mcp::Era::Session => "session",
+                        mcp::Era::Stateless => "stateless",
+                    })),
                     protocol_version: protocol_version.clone(),
-                    http_method: http_method.to_string(),
+                    http_method: match http_method {
+                        "POST" => Text::word("POST"),
+                        "GET" => Text::word("GET"),
+                        other => other.into(),
+                    },
                 }),
                 actor: {
-                    let mut chain = super::events::actor_chain(actor);
-                    chain.surface.client = client;
+                    let mut chain = flow.texts.actor.clone();
+                    chain.surface.client = client.map(Into::into);
                     chain.surface.user_agent = user_agent.clone();
                     chain
                 },
                 session: SessionRef {
-                    enforcer_session: flow.session.id.clone(),
-                    client_flow: flow.client_flow.clone(),
+                    enforcer_session: flow.texts.session.clone(),
+                    client_flow: flow.texts.client_flow.clone(),
                     backend_flow: None,
                     protocol_session_id: protocol_session.clone(),
-                    state: flow.session.state_name().to_string(),
+                    state: Text::word(flow.session.state_name()),
                     idle_limit_ms: flow.session.idle_limit.as_millis() as u64,
                 },
                 policy: Some(verdict.ticket),
                 credential: CredentialRef {
-                    mode: "none".into(),
+                    mode: Text::word("none"),
                     binding: None,
                 },
                 connector: ConnectorPath {
-                    connector: flow.connector.id.clone(),
-                    route: flow.connector.route_name.clone(),
-                    backend: flow.connector.backend.display.clone(),
+                    connector: flow.texts.connector.clone(),
+                    route: flow.texts.route.clone(),
+                    backend: flow.texts.backend.clone(),
                     route_status: RouteStatus {
-                        state: match status.reachable {
+                        state: Text::word(match status.reachable {
                             Some(true) => "reachable",
                             Some(false) => "unreachable",
                             None => "unknown",
-                        }
-                        .into(),
-                        last_error: status.last_error,
+                        }),
+                        last_error: status.last_error.map(Into::into),
                         last_latency_us: status.last_latency_us,
                     },
                 },
@@ -266,8 +276,8 @@ impl Exchange {
             .filter_map(|c| c.receipt.as_deref_mut())
         {
             r.credential = CredentialRef {
-                mode: mode.into(),
-                binding: binding.map(|b| b.to_string()),
+                mode: Text::word(mode),
+                binding: binding.map(|b| b.to_string()).map(Into::into),
             };
         }
     }
@@ -281,8 +291,8 @@ impl Exchange {
             .filter_map(|c| c.receipt.as_deref_mut())
         {
             r.credential = CredentialRef {
-                mode: "withheld".into(),
-                binding: Some(binding.to_string()),
+                mode: Text::word("withheld"),
+                binding: Some(binding.to_string().into()),
             };
         }
     }
@@ -293,9 +303,9 @@ impl Exchange {
             .iter_mut()
             .filter_map(|c| c.receipt.as_deref_mut())
         {
-            r.session.backend_flow = flow.map(String::from);
+            r.session.backend_flow = flow.map(String::from).map(Into::into);
             if r.session.protocol_session_id.is_none() {
-                r.session.protocol_session_id = protocol_session.map(String::from);
+                r.session.protocol_session_id = protocol_session.map(String::from).map(Into::into);
             }
         }
     }
@@ -351,9 +361,9 @@ impl Exchange {
             let Some(mut r) = c.receipt.take() else {
                 continue;
             };
-            r.outcome.status = status.into();
+            r.outcome.status = Text::word(status);
             r.outcome.rpc_error_code = Some(code);
-            r.outcome.error = Some(message.clone());
+            r.outcome.error = Some(message.clone().into());
             r.outcome.http_status = Some(200);
             r.outcome.latency_us = self.started.elapsed().as_micros() as u64;
             let stored = self.flow.ctx.record(r).await?;
@@ -564,7 +574,7 @@ impl Exchange {
             };
             r.outcome.status = status.into();
             r.outcome.http_status = http_status;
-            r.outcome.error = error.clone();
+            r.outcome.error = error.clone().map(Into::into);
             r.outcome.latency_us = latency;
             r.outcome.bytes_out = self.bytes_out;
             out.push(r);
@@ -666,16 +676,16 @@ fn meta_client(params: &Value) -> Option<String> {
 /// An answered call's outcome: its JSON-RPC error, else whether the tool failed.
 fn set_status(r: &mut Receipt, error: Option<&Value>, tool_error: bool) {
     if let Some(err) = error {
-        r.outcome.status = "rpc_error".into();
+        r.outcome.status = Text::word("rpc_error");
         r.outcome.rpc_error_code = err.get("code").and_then(Value::as_i64);
         r.outcome.error = err
             .get("message")
             .and_then(Value::as_str)
-            .map(|s| s.chars().take(500).collect());
+            .map(|s| s.chars().take(500).collect::<String>().into());
     } else if tool_error {
-        r.outcome.status = "tool_error".into();
+        r.outcome.status = Text::word("tool_error");
     } else {
-        r.outcome.status = "ok".into();
+        r.outcome.status = Text::word("ok");
     }
 }
 

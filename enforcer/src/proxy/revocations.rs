@@ -153,31 +153,31 @@ fn kill_receipt(r: &Revocation, s: &SessionInfo) -> Receipt {
 pub fn session_receipt(s: &SessionInfo, event: &str, detail: &str) -> Receipt {
     Receipt {
         actor: ActorChain {
-            user: s.owner.user.clone(),
-            agent: s.owner.agent.clone(),
-            instance: s.owner.instance.clone(),
+            user: s.owner.user.clone().into(),
+            agent: s.owner.agent.clone().into(),
+            instance: s.owner.instance.clone().into(),
             instance_id: s.owner.instance_id,
             ..Default::default()
         },
         session: SessionRef {
-            enforcer_session: s.id.clone(),
-            protocol_session_id: s.protocol_session_ids.last().cloned(),
+            enforcer_session: s.id.clone().into(),
+            protocol_session_id: s.protocol_session_ids.last().cloned().map(Into::into),
             state: "terminated".into(),
             idle_limit_ms: s.idle_limit_ms,
             ..Default::default()
         },
         connector: crate::audit::receipt::ConnectorPath {
-            connector: s.connector.clone(),
+            connector: s.connector.clone().into(),
             ..Default::default()
         },
         outcome: Outcome {
             status: "killed".into(),
-            error: Some(detail.to_string()),
+            error: Some(detail.to_string().into()),
             ..Default::default()
         },
         event: Some(ConnectionEvent {
             event: event.into(),
-            detail: Some(detail.to_string()),
+            detail: Some(detail.to_string().into()),
             ..Default::default()
         }),
         ..Receipt::stamped(ReceiptKind::Connection)
