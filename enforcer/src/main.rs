@@ -12,6 +12,7 @@ mod dlp;
 mod export;
 mod gate;
 mod identity;
+mod jsonview;
 mod kernel;
 mod mcp;
 mod metrics;

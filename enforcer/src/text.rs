@@ -14,21 +14,21 @@ impl Text {
     }
 
     /// One of the words receipts repeat ("ok", "session", "POST"...): shared copies of one
-    /// text per word, made on first use, instead of a new one per receipt.
+    /// text per word, made on a thread's first use, instead of a new one per receipt. Looked
+    /// up by the literal's address: no lock, no hashing.
     pub fn word(w: &'static str) -> Text {
-        use std::collections::HashMap;
-        use std::sync::{LazyLock, RwLock};
-        static WORDS: LazyLock<RwLock<HashMap<&'static str, Text>>> =
-            LazyLock::new(Default::default);
-        if let Some(t) = WORDS.read().unwrap_or_else(|e| e.into_inner()).get(w) {
-            return t.clone();
+        thread_local! {
+            static WORDS: std::cell::RefCell<Vec<(&'static str, Text)>> =
+                const { std::cell::RefCell::new(Vec::new()) };
         }
-        WORDS
-            .write()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(w)
-            .or_insert_with(|| Text::from(w))
-            .clone()
+        WORDS.with_borrow_mut(|words| {
+            if let Some((_, t)) = words.iter().find(|(k, _)| std::ptr::eq(*k, w)) {
+                return t.clone();
+            }
+            let t = Text::from(w);
+            words.push((w, t.clone()));
+            t
+        })
     }
 }
 
@@ -131,7 +131,8 @@ mod tests {
 
     #[test]
     fn words_and_clones_share_one_copy_and_read_as_strings() {
-        let (a, b) = (Text::word("ok"), Text::word("ok"));
+        let w: &'static str = "ok";
+        let (a, b) = (Text::word(w), Text::word(w));
         assert!(std::sync::Arc::ptr_eq(&a.0, &b.0));
         assert!(std::sync::Arc::ptr_eq(
             &Text::default().0,

@@ -78,59 +78,46 @@ fn write_canonical(v: &Value, out: &mut Vec<u8>) {
     }
 }
 
-/// Canonical JSON bytes of a JSON text, read without building a `serde_json::Value`:
-/// strings are borrowed from the text where they carry no escapes, and each object is one
-/// vector of members (a `Value` would be a hashed map plus a `String` per key and value).
-/// Same bytes as [`canonical_json`] of the text parsed into a `Value`, duplicate members
-/// included (the last one wins, as there).
-pub fn canonical_json_of_text(text: &str) -> Result<Vec<u8>, serde_json::Error> {
-    let node: text_tree::Node = serde_json::from_str(text)?;
-    let mut out = Vec::with_capacity(text.len() + 16);
-    node.write(&mut out);
-    Ok(out)
-}
-
 /// A JSON text that is canonical: written into a receipt as it is (no tree to walk, no keys to
-/// sort when the receipt is serialized), and compared as text.
-#[derive(Clone, Debug)]
-pub struct CanonicalJson(Box<serde_json::value::RawValue>);
+/// sort when the receipt is written), and compared as text.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CanonicalJson(Box<str>);
 
 impl CanonicalJson {
     pub fn from_value(v: &Value) -> Self {
-        Self::from_canonical(canonical_json(v))
+        Self::from_canonical_bytes(canonical_json(v)).expect("canonical JSON is UTF-8")
     }
 
-    /// From bytes this module produced (canonical, valid JSON).
-    fn from_canonical(bytes: Vec<u8>) -> Self {
-        Self::from_canonical_bytes(bytes).expect("canonical JSON is valid")
-    }
-
-    /// From bytes that already are canonical JSON (assembled from this module's output);
-    /// checked to be JSON, not re-sorted.
-    pub fn from_canonical_bytes(bytes: Vec<u8>) -> Result<Self, serde_json::Error> {
-        let text = String::from_utf8(bytes).map_err(serde::de::Error::custom)?;
-        serde_json::value::RawValue::from_string(text).map(Self)
+    /// From bytes that already are canonical JSON: this module's output, or a document
+    /// assembled from it (`jsonview` writes the same form). Not parsed again: the receipt
+    /// writer trusts it, so only canonical output may come here (checked in debug builds).
+    pub fn from_canonical_bytes(bytes: Vec<u8>) -> Result<Self, std::string::FromUtf8Error> {
+        let text = String::from_utf8(bytes)?;
+        debug_assert!(
+            serde_json::from_str::<Value>(&text)
+                .is_ok_and(|v| canonical_json(&v) == text.as_bytes()),
+            "not canonical JSON: {text}"
+        );
+        Ok(Self(text.into_boxed_str()))
     }
 
     pub fn as_str(&self) -> &str {
-        self.0.get()
+        &self.0
     }
 
     #[cfg(test)]
     pub fn to_value(&self) -> Value {
-        serde_json::from_str(self.0.get()).expect("canonical JSON is valid")
-    }
-}
-
-impl PartialEq for CanonicalJson {
-    fn eq(&self, other: &Self) -> bool {
-        self.as_str() == other.as_str()
+        serde_json::from_str(&self.0).expect("canonical JSON is valid")
     }
 }
 
 impl serde::Serialize for CanonicalJson {
+    /// As the JSON it holds (not as a string). The receipt writer copies the text itself;
+    /// this path (exports, the control API) checks it once more on the way out.
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        self.0.serialize(s)
+        serde_json::value::RawValue::from_string(self.0.to_string())
+            .map_err(serde::ser::Error::custom)?
+            .serialize(s)
     }
 }
 
@@ -138,156 +125,8 @@ impl<'de> serde::Deserialize<'de> for CanonicalJson {
     /// Kept as read: receipts come back from the log, where they were written canonical (and
     /// `verify` canonicalizes what it reads before hashing, whatever the text).
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        Box::<serde_json::value::RawValue>::deserialize(d).map(Self)
-    }
-}
-
-/// A JSON document as a tree of borrowed parts, only to be written back canonical.
-mod text_tree {
-    use std::borrow::Cow;
-    use std::fmt;
-
-    use serde::de::{Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
-
-    pub enum Node<'a> {
-        Null,
-        Bool(bool),
-        Number(serde_json::Number),
-        String(Cow<'a, str>),
-        Array(Vec<Node<'a>>),
-        Object(Vec<(Cow<'a, str>, Node<'a>)>),
-    }
-
-    impl Node<'_> {
-        pub fn write(mut self, out: &mut Vec<u8>) {
-            self.sort();
-            self.write_sorted(out);
-        }
-
-        /// Members sorted by key (bytewise); of members sent twice, the last one stays.
-        fn sort(&mut self) {
-            match self {
-                Node::Array(items) => items.iter_mut().for_each(Node::sort),
-                Node::Object(members) => {
-                    // Stable: members with the same key keep their order, the last one wins.
-                    members.sort_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-                    let mut i = 0;
-                    while i + 1 < members.len() {
-                        if members[i].0 == members[i + 1].0 {
-                            members.remove(i);
-                        } else {
-                            i += 1;
-                        }
-                    }
-                    members.iter_mut().for_each(|(_, v)| v.sort());
-                }
-                _ => {}
-            }
-        }
-
-        fn write_sorted(&self, out: &mut Vec<u8>) {
-            // Serializing strings and numbers into a Vec cannot fail.
-            match self {
-                Node::Null => out.extend_from_slice(b"null"),
-                Node::Bool(true) => out.extend_from_slice(b"true"),
-                Node::Bool(false) => out.extend_from_slice(b"false"),
-                Node::Number(n) => serde_json::to_writer(&mut *out, n).expect("number to json"),
-                Node::String(s) => serde_json::to_writer(&mut *out, s).expect("string to json"),
-                Node::Array(items) => {
-                    out.push(b'[');
-                    for (i, item) in items.iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        item.write_sorted(out);
-                    }
-                    out.push(b']');
-                }
-                Node::Object(members) => {
-                    out.push(b'{');
-                    for (i, (k, v)) in members.iter().enumerate() {
-                        if i > 0 {
-                            out.push(b',');
-                        }
-                        serde_json::to_writer(&mut *out, k).expect("string to json");
-                        out.push(b':');
-                        v.write_sorted(out);
-                    }
-                    out.push(b'}');
-                }
-            }
-        }
-    }
-
-    impl<'de> Deserialize<'de> for Node<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_any(NodeVisitor)
-        }
-    }
-
-    /// A key: borrowed from the text unless it had escapes.
-    struct Key<'a>(Cow<'a, str>);
-
-    impl<'de> Deserialize<'de> for Key<'de> {
-        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-            d.deserialize_str(NodeVisitor).and_then(|n| match n {
-                Node::String(s) => Ok(Key(s)),
-                _ => Err(serde::de::Error::custom("object key is not a string")),
-            })
-        }
-    }
-
-    struct NodeVisitor;
-
-    impl<'de> Visitor<'de> for NodeVisitor {
-        type Value = Node<'de>;
-
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_unit<E>(self) -> Result<Node<'de>, E> {
-            Ok(Node::Null)
-        }
-        fn visit_none<E>(self) -> Result<Node<'de>, E> {
-            Ok(Node::Null)
-        }
-        fn visit_bool<E>(self, b: bool) -> Result<Node<'de>, E> {
-            Ok(Node::Bool(b))
-        }
-        fn visit_u64<E>(self, n: u64) -> Result<Node<'de>, E> {
-            Ok(Node::Number(n.into()))
-        }
-        fn visit_i64<E>(self, n: i64) -> Result<Node<'de>, E> {
-            Ok(Node::Number(n.into()))
-        }
-        fn visit_f64<E: serde::de::Error>(self, n: f64) -> Result<Node<'de>, E> {
-            serde_json::Number::from_f64(n)
-                .map(Node::Number)
-                .ok_or_else(|| E::custom("not a finite number"))
-        }
-        fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Node<'de>, E> {
-            Ok(Node::String(Cow::Borrowed(s)))
-        }
-        fn visit_str<E>(self, s: &str) -> Result<Node<'de>, E> {
-            Ok(Node::String(Cow::Owned(s.to_owned())))
-        }
-        fn visit_string<E>(self, s: String) -> Result<Node<'de>, E> {
-            Ok(Node::String(Cow::Owned(s)))
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node<'de>, A::Error> {
-            let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0));
-            while let Some(item) = seq.next_element()? {
-                items.push(item);
-            }
-            Ok(Node::Array(items))
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node<'de>, A::Error> {
-            let mut members = Vec::with_capacity(map.size_hint().unwrap_or(4));
-            while let Some(Key(k)) = map.next_key()? {
-                members.push((k, map.next_value()?));
-            }
-            Ok(Node::Object(members))
-        }
+        let raw = Box::<serde_json::value::RawValue>::deserialize(d)?;
+        Ok(Self(raw.get().into()))
     }
 }
 
@@ -322,33 +161,6 @@ mod tests {
             String::from_utf8(canonical_json(&v)).unwrap(),
             r#"{"a":{"b":"q\"","z":[true,null,{"c":2.5,"y":"x"}]},"b":1}"#
         );
-    }
-
-    #[test]
-    fn a_text_is_made_canonical_as_its_value_would_be() {
-        let texts = [
-            r#"{"b": 1, "a": {"z": [true, null, {"y": "x", "c": 2.5}], "b": "q\""}}"#,
-            r#" [1, -2, 3.25, 1e300, 18446744073709551615, -9223372036854775808, 1E5, 0.1] "#,
-            r#"{"k\u00e9y": "\u0041\n\/\t\u001f", "é": "ü", "": {}, "arr": [[], [{}]]}"#,
-            r#"{"dup": 1, "a": 0, "dup": {"z": 1, "a": 2}}"#,
-            r#""just a string""#,
-            r#"12345678901234567890123"#,
-            r#"{"content":[{"type":"text","text":"hello"}],"isError":false}"#,
-        ];
-        for t in texts {
-            let v: Value = serde_json::from_str(t).unwrap();
-            assert_eq!(
-                String::from_utf8(canonical_json_of_text(t).unwrap()).unwrap(),
-                String::from_utf8(canonical_json(&v)).unwrap(),
-                "{t}"
-            );
-            let c =
-                CanonicalJson::from_canonical_bytes(canonical_json_of_text(t).unwrap()).unwrap();
-            assert_eq!(c, CanonicalJson::from_value(&v));
-            assert_eq!(c.to_value(), v);
-        }
-        assert!(canonical_json_of_text("{\"a\": }").is_err());
-        assert!(canonical_json_of_text("{} trailing").is_err());
     }
 
     #[test]

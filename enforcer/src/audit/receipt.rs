@@ -114,9 +114,12 @@ impl Receipt {
         key(&mut out, "policy", false);
         serde_json::to_writer(&mut out, &self.policy)?;
         key(&mut out, "recording", false);
-        serde_json::to_writer(&mut out, &self.recording)?;
+        raw(&mut out, self.recording.as_ref());
         key(&mut out, "request", false);
-        serde_json::to_writer(&mut out, &self.request)?;
+        match &self.request {
+            Some(q) => q.write_canonical(&mut out)?,
+            None => out.extend_from_slice(b"null"),
+        }
         key(&mut out, "seq", false);
         let seq = (out.len(), out.len() + 1);
         out.push(b'0');
@@ -142,6 +145,38 @@ impl Receipt {
             kind,
             ..Default::default()
         }
+    }
+}
+
+/// Canonical JSON text as it is (`null` for none).
+fn raw(out: &mut Vec<u8>, json: Option<&CanonicalJson>) {
+    match json {
+        Some(j) => out.extend_from_slice(j.as_str().as_bytes()),
+        None => out.extend_from_slice(b"null"),
+    }
+}
+
+impl RequestInfo {
+    /// Canonical JSON, its stored arguments copied as they are (they are canonical already).
+    fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
+        out.extend_from_slice(b"{\"arguments_digest\":");
+        serde_json::to_writer(&mut *out, &self.arguments_digest)?;
+        out.extend_from_slice(b",\"arguments_redacted\":");
+        raw(out, self.arguments_redacted.as_ref());
+        out.extend_from_slice(b",\"era\":");
+        serde_json::to_writer(&mut *out, &self.era)?;
+        out.extend_from_slice(b",\"http_method\":");
+        serde_json::to_writer(&mut *out, &self.http_method)?;
+        out.extend_from_slice(b",\"jsonrpc_id\":");
+        serde_json::to_writer(&mut *out, &canonical::Sorted(&self.jsonrpc_id))?;
+        out.extend_from_slice(b",\"method\":");
+        serde_json::to_writer(&mut *out, &self.method)?;
+        out.extend_from_slice(b",\"protocol_version\":");
+        serde_json::to_writer(&mut *out, &self.protocol_version)?;
+        out.extend_from_slice(b",\"target\":");
+        serde_json::to_writer(&mut *out, &self.target)?;
+        out.push(b'}');
+        Ok(())
     }
 }
 

@@ -1056,6 +1056,10 @@ pub(crate) mod tests {
         odd.seq = 99;
         odd.id = "R000000000099".into();
         rs.push(odd);
+        // A request with every optional member absent.
+        let mut sparse = full_receipt(3);
+        sparse.request = Some(RequestInfo::default());
+        rs.push(sparse);
         for r in &rs {
             assert_eq!(
                 PreparedRecord::new(r).unwrap(),

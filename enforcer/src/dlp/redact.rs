@@ -18,6 +18,7 @@ use serde_json::{Map, Value};
 use super::bound::BoundSet;
 use super::detectors::{is_aws_secret_label, is_aws_secret_value, validate};
 use super::{ArgAction, ArgumentsVerdict, Dlp, Findings, ResultAction, MARKER_PREFIX};
+use crate::jsonview::Node;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Mode {
@@ -307,29 +308,30 @@ impl Dlp {
         ctx.findings
     }
 
-    /// Whether [`Dlp::redact_value`] would leave the JSON document `json` as it is (no
-    /// detector that redacts results matches any string or key), found by walking its text
-    /// without building its tree, stopping at the first match. `None` when it is not JSON.
-    pub fn results_clean(&self, json: &str) -> Option<bool> {
+    /// Whether [`Dlp::redact_value`] would leave a JSON document as it is (no detector that
+    /// redacts results matches any of its strings or keys), from its text view; stops at the
+    /// first match.
+    pub fn results_clean(&self, doc: &Node<'_>) -> bool {
         if !self.enabled {
-            return Some(true);
+            return true;
         }
         let mut ctx = self.new_ctx(Mode::Results);
-        let mut de = serde_json::Deserializer::from_str(json);
-        let walked = serde::de::DeserializeSeed::deserialize(
-            text_scan::Scan {
-                dlp: self,
-                ctx: &mut ctx,
-                aws_label: false,
-            },
-            &mut de,
-        );
-        if !ctx.findings.is_empty() {
-            return Some(false);
+        self.clean_node(doc, false, &mut ctx)
+    }
+
+    fn clean_node(&self, n: &Node<'_>, aws_label: bool, ctx: &mut Ctx) -> bool {
+        match n {
+            Node::String(s) => {
+                self.on_str(s, aws_label, ctx, false);
+                ctx.findings.is_empty()
+            }
+            Node::Array(items) => items.iter().all(|x| self.clean_node(x, false, ctx)),
+            Node::Object(members) => members.iter().all(|(k, v)| {
+                self.on_str(k, false, ctx, false);
+                ctx.findings.is_empty() && self.clean_node(v, is_aws_secret_label(k), ctx)
+            }),
+            _ => true,
         }
-        walked.ok()?;
-        de.end().ok()?;
-        Some(true)
     }
 
     /// Like [`Dlp::redact_value`] for plain text (log lines, non-JSON SSE data, raw
@@ -375,116 +377,6 @@ impl Dlp {
                 .collect(),
             findings: ctx.findings,
             redacted,
-        }
-    }
-}
-
-/// A walk over a JSON text's strings and keys with the same checks as `walk_ref` (a value
-/// under an AWS-secret-like key is checked as such), ending at the first match.
-mod text_scan {
-    use std::fmt;
-
-    use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
-
-    use super::{is_aws_secret_label, Ctx, Dlp};
-
-    pub(super) struct Scan<'d, 'c> {
-        pub dlp: &'d Dlp,
-        pub ctx: &'c mut Ctx,
-        pub aws_label: bool,
-    }
-
-    fn check<E: de::Error>(dlp: &Dlp, ctx: &mut Ctx, s: &str, aws_label: bool) -> Result<(), E> {
-        dlp.on_str(s, aws_label, ctx, false);
-        if ctx.findings.is_empty() {
-            Ok(())
-        } else {
-            Err(E::custom("a detector matched"))
-        }
-    }
-
-    impl<'de> DeserializeSeed<'de> for Scan<'_, '_> {
-        type Value = ();
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
-            d.deserialize_any(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Scan<'_, '_> {
-        type Value = ();
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("any JSON value")
-        }
-        fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_unit<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_none<E>(self) -> Result<(), E> {
-            Ok(())
-        }
-        fn visit_str<E: de::Error>(self, s: &str) -> Result<(), E> {
-            check(self.dlp, self.ctx, s, self.aws_label)
-        }
-        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
-            let (dlp, ctx) = (self.dlp, self.ctx);
-            while seq
-                .next_element_seed(Scan {
-                    dlp,
-                    ctx: &mut *ctx,
-                    aws_label: false,
-                })?
-                .is_some()
-            {}
-            Ok(())
-        }
-        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
-            let (dlp, ctx) = (self.dlp, self.ctx);
-            while let Some(aws_label) = map.next_key_seed(Key {
-                dlp,
-                ctx: &mut *ctx,
-            })? {
-                map.next_value_seed(Scan {
-                    dlp,
-                    ctx: &mut *ctx,
-                    aws_label,
-                })?;
-            }
-            Ok(())
-        }
-    }
-
-    /// An object key: checked, and whether the value under it is checked as an AWS secret.
-    struct Key<'d, 'c> {
-        dlp: &'d Dlp,
-        ctx: &'c mut Ctx,
-    }
-
-    impl<'de> DeserializeSeed<'de> for Key<'_, '_> {
-        type Value = bool;
-        fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<bool, D::Error> {
-            d.deserialize_str(self)
-        }
-    }
-
-    impl<'de> Visitor<'de> for Key<'_, '_> {
-        type Value = bool;
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-            f.write_str("an object key")
-        }
-        fn visit_str<E: de::Error>(self, k: &str) -> Result<bool, E> {
-            check(self.dlp, self.ctx, k, false)?;
-            Ok(is_aws_secret_label(k))
         }
     }
 }

@@ -807,7 +807,7 @@ fn dlp_is_send_sync_and_shareable() {
     assert_eq!(d.bound_secret_count(), 1);
 }
 
-/// The text walk behind the proxy's fast path agrees with `redact_value` on whether a server
+/// The walk over a text view behind the proxy's fast path agrees with `redact_value` on whether a server
 /// message would change: strings, keys, escapes, AWS labels, detectors that only count.
 #[test]
 fn a_text_walk_finds_what_redaction_would_change() {
@@ -830,12 +830,10 @@ fn a_text_walk_finds_what_redaction_would_change() {
             let before = v.clone();
             let f = d.redact_value(&mut v);
             let unchanged = f.total() == 0 && v == before;
-            assert_eq!(d.results_clean(text), Some(unchanged), "{text}");
+            let view = crate::jsonview::parse(text).unwrap();
+            assert_eq!(d.results_clean(&view), unchanged, "{text}");
         }
     }
-    assert_eq!(dlp().results_clean(r#"{"a": "x@y.io", "b": "#), Some(false));
-    assert_eq!(dlp().results_clean(r#"{"a": 1"#), None);
-    assert_eq!(dlp().results_clean(r#"{"a": 1} {"b": 2}"#), None);
     assert!(!off.enabled);
-    assert_eq!(off.results_clean(&docs[1]), Some(true));
+    assert!(off.results_clean(&crate::jsonview::parse(&docs[1]).unwrap()));
 }

@@ -3,6 +3,8 @@
 use bytes::Bytes;
 use serde_json::{json, value::RawValue, Value};
 
+use crate::jsonview::Node;
+
 pub const PARSE_ERROR: i64 = -32700;
 pub const INVALID_REQUEST: i64 = -32600;
 /// MCP: a request's Mcp-* headers do not match its body (2026-07-28).
@@ -158,62 +160,41 @@ fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::E
     serde::Deserialize::deserialize(d).map(Some)
 }
 
-/// A server's answer to a request, read as a view of its text: no tree is built for its
-/// result (or error), which stays the text it was sent as.
+/// A server's answer to a request, read from a text view of the message (see
+/// [`crate::jsonview`]): no tree of `Value`s is built for its result or error.
 #[derive(Debug)]
-pub struct Reply<'a> {
+pub struct Reply<'v, 'a> {
     pub id: Value,
-    pub result: Option<&'a RawValue>,
-    pub error: Option<&'a RawValue>,
+    pub result: Option<&'v Node<'a>>,
+    pub error: Option<&'v Node<'a>>,
 }
 
-impl<'a> Reply<'a> {
+impl<'v, 'a> Reply<'v, 'a> {
     /// `Some` only for one JSON object with an `id` and exactly one of `result` and `error`
-    /// (a member sent as `null` counts as sent), and no `method`; batches, requests,
-    /// notifications and anything malformed are `None`.
-    pub fn read(text: &'a str) -> Option<Self> {
-        #[derive(serde::Deserialize)]
-        struct Members<'a> {
-            #[serde(borrow, default, deserialize_with = "present_raw")]
-            id: Option<&'a RawValue>,
-            #[serde(borrow, default, deserialize_with = "present_raw")]
-            result: Option<&'a RawValue>,
-            #[serde(borrow, default, deserialize_with = "present_raw")]
-            error: Option<&'a RawValue>,
-            #[serde(borrow, default, deserialize_with = "present_raw")]
-            method: Option<&'a RawValue>,
-        }
-        // A struct would also be read from an array (by position): objects only.
-        if first_byte(text.as_bytes()) != Some(b'{') {
+    /// (a member sent as `null` counts as sent), no `method` and no member sent twice;
+    /// batches, requests, notifications and anything odd are `None`.
+    pub fn of(doc: &'v Node<'a>) -> Option<Self> {
+        if !matches!(doc, Node::Object(_))
+            || doc.has_duplicate_keys()
+            || doc.get("method").is_some()
+        {
             return None;
         }
-        let m: Members = serde_json::from_str(text).ok()?;
-        if m.method.is_some() || m.result.is_some() == m.error.is_some() {
+        let (result, error) = (doc.get("result"), doc.get("error"));
+        if result.is_some() == error.is_some() {
             return None;
         }
         Some(Reply {
-            id: serde_json::from_str(m.id?.get()).ok()?,
-            result: m.result,
-            error: m.error,
+            id: doc.get("id")?.to_value(),
+            result,
+            error,
         })
     }
 
     /// The result says the tool failed (`"isError": true`).
     pub fn is_tool_error(&self) -> bool {
-        #[derive(serde::Deserialize)]
-        struct Head<'a> {
-            #[serde(borrow, rename = "isError")]
-            is_error: Option<&'a RawValue>,
-        }
-        self.result
-            .and_then(|r| serde_json::from_str::<Head>(r.get()).ok())
-            .and_then(|h| h.is_error)
-            .is_some_and(|v| v.get() == "true")
+        self.result.and_then(|r| r.get("isError")) == Some(&Node::Bool(true))
     }
-}
-
-fn present_raw<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
-    <&RawValue as serde::Deserialize>::deserialize(d).map(Some)
 }
 
 impl Envelope {
@@ -326,20 +307,43 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_reply_is_read_as_a_view_of_its_text() {
-        let r = Reply::read(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"isError":true}}"#)
-            .unwrap();
-        assert_eq!(r.id, json!(7));
-        assert_eq!(r.result.unwrap().get(), r#"{"content":[],"isError":true}"#);
-        assert!(r.error.is_none() && r.is_tool_error());
-        let r = Reply::read(r#"{"id":"a","error":{"code":-1,"message":"no"}}"#).unwrap();
-        assert_eq!(r.id, json!("a"));
-        assert!(r.result.is_none() && !r.is_tool_error());
-        let r = Reply::read(r#"{"id":1,"result":null}"#).unwrap();
-        assert_eq!(r.result.unwrap().get(), "null");
-        assert!(!Reply::read(r#"{"id":1,"result":{"isError":"true"}}"#)
-            .unwrap()
-            .is_tool_error());
+    fn a_reply_is_read_from_a_text_view() {
+        let reply = |t: &str| {
+            let doc = crate::jsonview::parse(t).unwrap();
+            Reply::of(&doc).map(|r| {
+                (
+                    r.id.clone(),
+                    r.result.map(Node::to_value),
+                    r.error.map(Node::to_value),
+                    r.is_tool_error(),
+                )
+            })
+        };
+        let r = reply(r#"{"jsonrpc":"2.0","id":7,"result":{"content":[],"isError":true}}"#);
+        assert_eq!(
+            r,
+            Some((
+                json!(7),
+                Some(json!({"content": [], "isError": true})),
+                None,
+                true
+            ))
+        );
+        let r = reply(r#"{"id":"a","error":{"code":-1,"message":"no"}}"#);
+        assert_eq!(
+            r,
+            Some((
+                json!("a"),
+                None,
+                Some(json!({"code": -1, "message": "no"})),
+                false
+            ))
+        );
+        assert_eq!(
+            reply(r#"{"id":1,"result":null}"#),
+            Some((json!(1), Some(Value::Null), None, false))
+        );
+        assert!(!reply(r#"{"id":1,"result":{"isError":"true"}}"#).unwrap().3);
         // Not a single answer: left to the full path.
         for text in [
             r#"[{"id":1,"result":{}}]"#,
@@ -348,10 +352,10 @@ mod tests {
             r#"{"id":1}"#,
             r#"{"result":{}}"#,
             r#"{"id":1,"id":2,"result":{}}"#,
-            r#"{"id":1,"result":{}"#,
             "[1, 2, 3]",
+            "7",
         ] {
-            assert!(Reply::read(text).is_none(), "{text}");
+            assert!(reply(text).is_none(), "{text}");
         }
     }
 

@@ -21,6 +21,7 @@ use crate::{
     },
     credentials::{BindingRef, CredentialMode},
     gate::{Call as GateCall, Enforced, Verdict},
+    jsonview::Node,
     mcp::{self, jsonrpc, jsonrpc::Message},
 };
 
@@ -481,26 +482,34 @@ impl Exchange {
     /// needs no truncation. It then goes out as it came. `None`: nothing was done, and the
     /// message takes the full path.
     pub fn on_server_text(&mut self, text: &str) -> Option<()> {
-        let reply = jsonrpc::Reply::read(text)?;
-        let i = self
-            .calls
-            .iter()
-            .position(|c| !c.done && c.id == reply.id)?;
-        let c = &self.calls[i];
-        if c.method == "tools/list" || c.receipt.is_none() {
-            return None;
-        }
-        if !self.flow.ctx.gate.dlp().results_clean(text)? {
-            return None;
-        }
-        let of_interest = of_interest(&c.method) || reply.error.is_some();
-        let (error, body) = match (reply.error, reply.result) {
-            (Some(e), _) => (Some(serde_json::from_str::<Value>(e.get()).ok()?), e),
-            (None, Some(r)) => (None, r),
-            (None, None) => return None,
+        // One parse: the view serves the match, the detectors and the recording.
+        let doc = crate::jsonview::parse(text).ok()?;
+        let (i, error, tool_error) = {
+            let reply = jsonrpc::Reply::of(&doc)?;
+            let i = self
+                .calls
+                .iter()
+                .position(|c| !c.done && c.id == reply.id)?;
+            let c = &self.calls[i];
+            if c.method == "tools/list" || c.receipt.is_none() {
+                return None;
+            }
+            if !self.flow.ctx.gate.dlp().results_clean(&doc) {
+                return None;
+            }
+            (i, reply.error.map(Node::to_value), reply.is_tool_error())
         };
+        let of_interest = of_interest(&self.calls[i].method) || error.is_some();
         let recorded = if of_interest {
-            let canon = canonical::canonical_json_of_text(body.get()).ok()?;
+            // The result (or error) itself, out of the message, written canonical.
+            let Node::Object(mut members) = doc else {
+                return None;
+            };
+            let at = members
+                .iter()
+                .rposition(|(k, _)| k == "result" || k == "error")?;
+            let mut canon = Vec::with_capacity(text.len());
+            members.swap_remove(at).1.write_canonical(&mut canon);
             if canon.len() > RECORDING_MAX {
                 return None;
             }
@@ -517,7 +526,7 @@ impl Exchange {
         let r = c.receipt.as_deref_mut()?;
         r.outcome.latency_us = latency;
         r.outcome.http_status = Some(200);
-        set_status(r, error.as_ref(), reply.is_tool_error());
+        set_status(r, error.as_ref(), tool_error);
         r.recording = recorded;
         c.unrecorded = true;
         Some(())

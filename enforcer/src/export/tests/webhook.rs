@@ -194,6 +194,12 @@ async fn outage_alarm_and_catch_up_in_order() {
     assert_no_gaps(&seen.seqs("receipt"), 28);
     assert_no_gaps(&seen.seqs("admin"), 2);
     wait_for("alarm cleared", 5, || !exporter.status()[0].alarm).await;
+    // The receiver has the last batch a moment before the exporter reads its answer and
+    // moves the cursor.
+    wait_for("cursor at the end", 5, || {
+        exporter.status()[0].sources[0].cursor == 28
+    })
+    .await;
     let status = exporter.status().remove(0);
     assert_eq!(status.alarms_raised, 1);
     assert_eq!(
