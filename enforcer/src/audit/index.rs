@@ -127,9 +127,14 @@ impl IndexEntry {
 /// (about 180 bytes a receipt) and a rebuild from the log when the store opens (`indexer`).
 #[derive(Default)]
 pub struct Postings {
-    by_field: HashMap<Field, HashMap<Box<str>, Vec<u128>>>,
+    /// One map per field (indexed by `Field as usize`). Hashed with foldhash, seeded per
+    /// process: values are agent-chosen (tool names), so not a fixed-key hash, and a fraction
+    /// of SipHash's cost on every receipt written.
+    by_field: [ValueLists; Field::ALL.len()],
     all: Vec<u128>,
 }
+
+type ValueLists = HashMap<Box<str>, Vec<u128>, foldhash::fast::RandomState>;
 
 /// Inserts `p` into a sorted list (once), searching from the end, where nearly all inserts
 /// land.
@@ -155,7 +160,7 @@ impl Postings {
         let p = pos(e.time_ns, seq);
         insert_sorted(&mut self.all, p);
         for (f, v) in e.fields() {
-            let values = self.by_field.entry(f).or_default();
+            let values = &mut self.by_field[f as usize];
             match values.get_mut(v) {
                 Some(list) => insert_sorted(list, p),
                 None => {
@@ -167,9 +172,8 @@ impl Postings {
 
     /// The sorted positions of receipts with `field` = `value` (empty if none).
     pub fn list(&self, field: Field, value: &str) -> &[u128] {
-        self.by_field
-            .get(&field)
-            .and_then(|m| m.get(value))
+        self.by_field[field as usize]
+            .get(value)
             .map_or(&[], |v| v.as_slice())
     }
 

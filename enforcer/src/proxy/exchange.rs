@@ -298,15 +298,15 @@ impl Exchange {
         }
     }
 
-    pub fn set_backend_flow(&mut self, flow: Option<&str>, protocol_session: Option<&str>) {
+    pub fn set_backend_flow(&mut self, flow: Option<&Text>, protocol_session: Option<&str>) {
         for r in self
             .calls
             .iter_mut()
             .filter_map(|c| c.receipt.as_deref_mut())
         {
-            r.session.backend_flow = flow.map(String::from).map(Into::into);
+            r.session.backend_flow = flow.cloned();
             if r.session.protocol_session_id.is_none() {
-                r.session.protocol_session_id = protocol_session.map(String::from).map(Into::into);
+                r.session.protocol_session_id = protocol_session.map(Text::from);
             }
         }
     }

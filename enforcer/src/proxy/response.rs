@@ -27,7 +27,7 @@ pub async fn respond(
     max_response_bytes: usize,
 ) -> Response<ProxyBody> {
     exchange.set_backend_flow(
-        resp.extensions().get::<BackendFlow>().map(|b| b.0.as_str()),
+        resp.extensions().get::<BackendFlow>().map(|b| &b.0),
         resp.headers()
             .get(mcp::headers::SESSION_ID)
             .and_then(|v| v.to_str().ok()),

@@ -41,7 +41,7 @@ pub type UpstreamClient = Client<UpstreamConnector, ProxyBody>;
 /// The backend flow a response came over ("local addr -> peer addr"), for receipts: hyper-util
 /// copies it from the connection into each response's extensions.
 #[derive(Clone, Debug)]
-pub struct BackendFlow(pub String);
+pub struct BackendFlow(pub crate::text::Text);
 
 /// Where and how to reach one session's backend.
 #[derive(Clone)]
@@ -145,7 +145,7 @@ impl UpstreamConnector {
         Ok(UpstreamIo {
             io: TokioIo::new(io),
             h2,
-            flow_id: BackendFlow(flow_id),
+            flow_id: BackendFlow(flow_id.into()),
             _leg: leg,
         })
     }
