@@ -271,34 +271,37 @@ impl Exchange {
             CredentialMode::Mtls => "mtls",
             CredentialMode::None => "none",
         };
+        let credential = CredentialRef {
+            mode: Text::word(mode),
+            binding: binding.map(|b| b.to_string().into()),
+        };
         for r in self
             .calls
             .iter_mut()
             .filter_map(|c| c.receipt.as_deref_mut())
         {
-            r.credential = CredentialRef {
-                mode: Text::word(mode),
-                binding: binding.map(|b| b.to_string()).map(Into::into),
-            };
+            r.credential = credential.clone();
         }
     }
 
     /// The call was refused before injection: the receipt names the binding that would have
     /// been used, with mode "withheld".
     pub fn set_credential_withheld(&mut self, binding: &BindingRef) {
+        let credential = CredentialRef {
+            mode: Text::word("withheld"),
+            binding: Some(binding.to_string().into()),
+        };
         for r in self
             .calls
             .iter_mut()
             .filter_map(|c| c.receipt.as_deref_mut())
         {
-            r.credential = CredentialRef {
-                mode: Text::word("withheld"),
-                binding: Some(binding.to_string().into()),
-            };
+            r.credential = credential.clone();
         }
     }
 
     pub fn set_backend_flow(&mut self, flow: Option<&Text>, protocol_session: Option<&str>) {
+        let protocol_session = protocol_session.map(Text::from);
         for r in self
             .calls
             .iter_mut()
@@ -306,7 +309,7 @@ impl Exchange {
         {
             r.session.backend_flow = flow.cloned();
             if r.session.protocol_session_id.is_none() {
-                r.session.protocol_session_id = protocol_session.map(Text::from);
+                r.session.protocol_session_id = protocol_session.clone();
             }
         }
     }
