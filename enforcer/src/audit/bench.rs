@@ -133,7 +133,7 @@ pub fn synthetic_receipt(i: u64, total: u64, rng: &mut Rng) -> Receipt {
                 METHODS[(i % 3) as usize].into()
             },
             target: Some(format!("tool-{tool:03}").into()),
-            arguments_digest: Some((format!("sha256:{:064x}", rng.next_u64())).into()),
+            arguments_digest: Some(format!("sha256:{:064x}", rng.next_u64()).into()),
             arguments_redacted: Some(CanonicalJson::from_value(
                 &json!({"path": format!("/srv/data/{i}"), "token": "[REDACTED]"}),
             )),
@@ -167,7 +167,7 @@ pub fn synthetic_receipt(i: u64, total: u64, rng: &mut Rng) -> Receipt {
     r.session.state = "active".into();
     r.connector.connector = format!("conn-{connector}").into();
     r.connector.route = "default".into();
-    r.connector.backend = (format!("https://conn-{connector}.example/mcp")).into();
+    r.connector.backend = format!("https://conn-{connector}.example/mcp").into();
     r.connector.route_status.state = "reachable".into();
     r.credential.mode = "inject".into();
     r

@@ -287,9 +287,9 @@ mod tests {
         let mut r = full_receipt(i);
         // Time not in append order, so order by time is really tested.
         r.time_ns = BASE + ((i * 37) % N) * 1_000;
-        r.actor.user = (format!("u{}", i % 3)).into();
-        r.actor.agent = (format!("a{}", i % 4)).into();
-        r.actor.instance = (format!("in{}", i % 5)).into();
+        r.actor.user = format!("u{}", i % 3).into();
+        r.actor.agent = format!("a{}", i % 4).into();
+        r.actor.instance = format!("in{}", i % 5).into();
         r.request = Some(RequestInfo {
             method: if i.is_multiple_of(6) {
                 "tools/list"
@@ -297,14 +297,14 @@ mod tests {
                 "tools/call"
             }
             .into(),
-            target: Some((format!("t{}", i % 7)).into()),
+            target: Some(format!("t{}", i % 7).into()),
             ..Default::default()
         });
-        r.session.enforcer_session = (format!("es{}", i % 8)).into();
+        r.session.enforcer_session = format!("es{}", i % 8).into();
         r.session.protocol_session_id =
             (i.is_multiple_of(2).then(|| format!("ps{}", i % 9))).map(Into::into);
-        r.outcome.status = (format!("s{}", i % 5)).into();
-        r.connector.connector = (format!("c{}", i % 2)).into();
+        r.outcome.status = format!("s{}", i % 5).into();
+        r.connector.connector = format!("c{}", i % 2).into();
         r
     }
 

@@ -656,7 +656,7 @@ pub(crate) mod tests {
             request: Some(RequestInfo {
                 jsonrpc_id: json!(i),
                 method: "tools/call".into(),
-                target: Some((format!("tool-{}", i % 3)).into()),
+                target: Some(format!("tool-{}", i % 3).into()),
                 arguments_digest: Some("sha256:00ff".into()),
                 arguments_redacted: Some(CanonicalJson::from_value(
                     &json!({"path": "/etc/[REDACTED]", "n": 1.5}),
@@ -668,7 +668,7 @@ pub(crate) mod tests {
             actor: ActorChain {
                 user: "alice".into(),
                 uid: 1000,
-                agent: (format!("agent-{}", i % 2)).into(),
+                agent: format!("agent-{}", i % 2).into(),
                 instance: "inst-1".into(),
                 instance_id: 4242,
                 pid: 77,

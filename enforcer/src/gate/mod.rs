@@ -198,9 +198,9 @@ impl Gate {
                     ticket.decision = Text::word("deny");
                     ticket.rule = Some(format!("dlp:{detector}").into());
                     ticket.reason_code = Text::word("dlp_block");
-                    ticket.note = Some((format!(
+                    ticket.note = Some(format!(
                         "the arguments contain data the {detector} detector blocks; remove it or use a binding"
-                    )).into());
+                    ).into());
                 }
             }
         }

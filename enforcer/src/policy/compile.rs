@@ -358,7 +358,7 @@ impl Policy {
                 let (line, _) = cx.idx.line_col(st.start);
                 index.insert(id.clone(), rules.len());
                 rules.push(RuleInfo {
-                    id: id.clone().into(),
+                    id: id.as_str().into(),
                     effect,
                     reason: reason.into(),
                     note: note.map(Into::into),

@@ -24,14 +24,14 @@ pub struct Event<'a> {
 /// The actor chain as the kernel identified it (the client's words are added by the caller).
 pub fn actor_chain(actor: &Actor) -> ActorChain {
     ActorChain {
-        user: actor.user.clone().into(),
+        user: actor.user.as_str().into(),
         uid: actor.uid,
-        agent: actor.agent.clone().into(),
-        instance: actor.instance.clone().into(),
+        agent: actor.agent.as_str().into(),
+        instance: actor.instance.as_str().into(),
         instance_id: actor.instance_id,
         pid: actor.pid,
         surface: Surface {
-            exe: actor.exe.clone().into(),
+            exe: actor.exe.as_str().into(),
             ..Default::default()
         },
     }
@@ -42,14 +42,14 @@ pub fn receipt(actor: &Actor, e: &Event<'_>) -> Receipt {
         actor: actor_chain(actor),
         outcome: Outcome {
             status: e.status.into(),
-            error: e.detail.clone().map(Into::into),
+            error: e.detail.as_deref().map(Into::into),
             ..Default::default()
         },
         event: Some(ConnectionEvent {
             event: e.event.into(),
             destination: Some(e.destination.to_string().into()),
-            sni: e.sni.map(String::from).map(Into::into),
-            detail: e.detail.clone().map(Into::into),
+            sni: e.sni.map(Into::into),
+            detail: e.detail.as_deref().map(Into::into),
         }),
         ..Receipt::stamped(ReceiptKind::Connection)
     }

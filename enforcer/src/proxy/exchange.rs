@@ -367,7 +367,7 @@ impl Exchange {
             };
             r.outcome.status = Text::word(status);
             r.outcome.rpc_error_code = Some(code);
-            r.outcome.error = Some(message.clone().into());
+            r.outcome.error = Some(message.as_str().into());
             r.outcome.http_status = Some(200);
             r.outcome.latency_us = self.started.elapsed().as_micros() as u64;
             let stored = self.flow.ctx.record(r).await?;
@@ -586,7 +586,7 @@ impl Exchange {
             };
             r.outcome.status = status.into();
             r.outcome.http_status = http_status;
-            r.outcome.error = error.clone().map(Into::into);
+            r.outcome.error = error.as_deref().map(Into::into);
             r.outcome.latency_us = latency;
             r.outcome.bytes_out = self.bytes_out;
             out.push(r);

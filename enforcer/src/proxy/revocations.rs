@@ -153,31 +153,31 @@ fn kill_receipt(r: &Revocation, s: &SessionInfo) -> Receipt {
 pub fn session_receipt(s: &SessionInfo, event: &str, detail: &str) -> Receipt {
     Receipt {
         actor: ActorChain {
-            user: s.owner.user.clone().into(),
-            agent: s.owner.agent.clone().into(),
-            instance: s.owner.instance.clone().into(),
+            user: s.owner.user.as_str().into(),
+            agent: s.owner.agent.as_str().into(),
+            instance: s.owner.instance.as_str().into(),
             instance_id: s.owner.instance_id,
             ..Default::default()
         },
         session: SessionRef {
-            enforcer_session: s.id.clone().into(),
-            protocol_session_id: s.protocol_session_ids.last().cloned().map(Into::into),
+            enforcer_session: s.id.as_str().into(),
+            protocol_session_id: s.protocol_session_ids.last().map(Into::into),
             state: "terminated".into(),
             idle_limit_ms: s.idle_limit_ms,
             ..Default::default()
         },
         connector: crate::audit::receipt::ConnectorPath {
-            connector: s.connector.clone().into(),
+            connector: s.connector.as_str().into(),
             ..Default::default()
         },
         outcome: Outcome {
             status: "killed".into(),
-            error: Some(detail.to_string().into()),
+            error: Some(detail.into()),
             ..Default::default()
         },
         event: Some(ConnectionEvent {
             event: event.into(),
-            detail: Some(detail.to_string().into()),
+            detail: Some(detail.into()),
             ..Default::default()
         }),
         ..Receipt::stamped(ReceiptKind::Connection)
