@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 
-use super::receipt::Receipt;
+use super::{posting_list::PostingList, receipt::Receipt};
 
 /// An indexed receipt field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -131,63 +131,37 @@ pub struct Postings {
     /// process: values are agent-chosen (tool names), so not a fixed-key hash, and a fraction
     /// of SipHash's cost on every receipt written.
     by_field: [ValueLists; Field::ALL.len()],
-    all: Vec<u128>,
+    all: PostingList,
 }
 
-type ValueLists = HashMap<Box<str>, Vec<u128>, foldhash::fast::RandomState>;
-
-/// Inserts `p` into a sorted list (once), searching from the end, where nearly all inserts
-/// land.
-fn insert_sorted(list: &mut Vec<u128>, p: u128) {
-    // i = how many entries are <= p.
-    let mut i = list.len();
-    while i > 0 && list[i - 1] > p {
-        i -= 1;
-        if list.len() - i > 64 {
-            // Far from the end: binary search the rest.
-            i = list[..i].partition_point(|x| *x <= p);
-            break;
-        }
-    }
-    if i > 0 && list[i - 1] == p {
-        return;
-    }
-    list.insert(i, p);
-}
+type ValueLists = HashMap<Box<str>, PostingList, foldhash::fast::RandomState>;
 
 impl Postings {
     pub fn insert(&mut self, seq: u64, e: &IndexEntry) {
         let p = pos(e.time_ns, seq);
-        insert_sorted(&mut self.all, p);
+        self.all.insert(p);
         for (f, v) in e.fields() {
             let values = &mut self.by_field[f as usize];
             match values.get_mut(v) {
-                Some(list) => insert_sorted(list, p),
+                Some(list) => list.insert(p),
                 None => {
-                    values.insert(v.into(), vec![p]);
+                    let mut list = PostingList::default();
+                    list.insert(p);
+                    values.insert(v.into(), list);
                 }
             }
         }
     }
 
-    /// The sorted positions of receipts with `field` = `value` (empty if none).
-    pub fn list(&self, field: Field, value: &str) -> &[u128] {
-        self.by_field[field as usize]
-            .get(value)
-            .map_or(&[], |v| v.as_slice())
+    /// The sorted positions of receipts with `field` = `value` (None if none).
+    pub fn list(&self, field: Field, value: &str) -> Option<&PostingList> {
+        self.by_field[field as usize].get(value)
     }
 
     /// Every position, sorted.
-    pub fn all(&self) -> &[u128] {
+    pub fn all(&self) -> &PostingList {
         &self.all
     }
-}
-
-/// The part of a sorted list within [lo, hi) (positions).
-pub fn window(list: &[u128], lo: u128, hi: u128) -> &[u128] {
-    let a = list.partition_point(|p| *p < lo);
-    let b = list.partition_point(|p| *p < hi);
-    &list[a..b.max(a)]
 }
 
 #[cfg(test)]
@@ -254,7 +228,7 @@ mod tests {
                 ..e.clone()
             },
         );
-        let all: Vec<(u64, u64)> = p.all().iter().map(|x| unpos(*x)).collect();
+        let all: Vec<(u64, u64)> = p.all().iter().map(unpos).collect();
         let mut sorted = all.clone();
         sorted.sort();
         assert_eq!(all, sorted);
@@ -263,8 +237,11 @@ mod tests {
             times.len(),
             "a repeated insert is not a second entry"
         );
-        assert_eq!(p.list(Field::User, "alice").len(), times.len());
-        assert!(p.list(Field::User, "bob").is_empty());
+        assert_eq!(
+            p.list(Field::User, "alice").map(PostingList::len),
+            Some(times.len())
+        );
+        assert!(p.list(Field::User, "bob").is_none());
         // Far-back inserts past the linear probe distance.
         for i in 0..200u64 {
             p.insert(
@@ -282,13 +259,11 @@ mod tests {
                 ..e.clone()
             },
         );
-        assert_eq!(unpos(p.all()[0]), (1, 500));
-        assert!(p.all().windows(2).all(|w| w[0] < w[1]));
-        let w = window(p.all(), pos(20, 0), pos(40, 0));
-        assert_eq!(
-            w.iter().map(|x| unpos(*x).0).collect::<Vec<_>>(),
-            vec![20, 25, 30]
-        );
+        let all: Vec<u128> = p.all().iter().collect();
+        assert_eq!(unpos(all[0]), (1, 500));
+        assert!(all.windows(2).all(|w| w[0] < w[1]));
+        let w = p.all().window(pos(20, 0), pos(40, 0));
+        assert_eq!(w.map(|x| unpos(x).0).collect::<Vec<_>>(), vec![20, 25, 30]);
         assert_eq!(decode_position(&position(5, 9)), Some((5, 9)));
     }
 }

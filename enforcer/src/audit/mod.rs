@@ -9,6 +9,7 @@ pub mod error;
 pub mod index;
 pub mod indexer;
 pub mod log;
+pub mod posting_list;
 pub mod receipt;
 pub mod search;
 pub mod store;

@@ -15,9 +15,10 @@
 use std::collections::BTreeSet;
 
 use super::error::{AuditError, Result};
-use super::index::{decode_position, pos, position, unpos, window, Field, Postings};
+use super::index::{decode_position, pos, position, unpos, Field, Postings};
 use super::indexer::IndexerState;
 use super::log::ReceiptLog;
+use super::posting_list::PostingList;
 use super::receipt::Receipt;
 
 pub const DEFAULT_LIMIT: usize = 50;
@@ -172,7 +173,14 @@ fn search_indexed(
     limit: usize,
     scanned: &mut usize,
 ) -> Vec<u128> {
-    let lists: Vec<&[u128]> = filters.iter().map(|(f, v)| postings.list(*f, v)).collect();
+    // A filter on a value no receipt has matches nothing.
+    let Some(lists) = filters
+        .iter()
+        .map(|(f, v)| postings.list(*f, v))
+        .collect::<Option<Vec<&PostingList>>>()
+    else {
+        return Vec::new();
+    };
     let driver = lists
         .iter()
         .enumerate()
@@ -184,23 +192,20 @@ fn search_indexed(
         Some((t, s)) => pos(t, s).min(until.saturating_add(1)),
         None => until.saturating_add(1),
     };
-    let walk = window(
-        match driver {
-            Some(i) => lists[i],
-            None => postings.all(),
-        },
-        lo,
-        hi,
-    );
+    let walk = match driver {
+        Some(i) => lists[i],
+        None => postings.all(),
+    }
+    .window(lo, hi);
     let mut out = Vec::new();
-    for p in walk.iter().rev() {
+    for p in walk.rev() {
         *scanned += 1;
         let all = lists
             .iter()
             .enumerate()
-            .all(|(i, l)| Some(i) == driver || l.binary_search(p).is_ok());
+            .all(|(i, l)| Some(i) == driver || l.contains(&p));
         if all {
-            out.push(*p);
+            out.push(p);
             if out.len() == limit {
                 break;
             }
@@ -227,7 +232,9 @@ pub fn replay(
         let ix = indexer.read()?;
         let mut seqs = BTreeSet::new();
         for field in [Field::EnforcerSession, Field::ProtocolSession] {
-            seqs.extend(ix.postings.list(field, session).iter().map(|p| unpos(*p).1));
+            if let Some(list) = ix.postings.list(field, session) {
+                seqs.extend(list.iter().map(|p| unpos(p).1));
+            }
         }
         (seqs, ix.unindexed())
     };
