@@ -161,10 +161,11 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, ctx: Arc<ProxyContext>)
         if is_tls {
             let name = sni.clone().unwrap_or_else(|| dest.ip().to_string());
             if let Some(tls) = terminate_tls(client, &name, &actor, dest, &ctx).await {
+                // Without ALPN, TLS carries HTTP/1.1: HTTP/2 over TLS must be negotiated
+                // (RFC 9113 section 3.3; prior knowledge is for cleartext only).
                 let protocol = match tls.get_ref().1.alpn_protocol() {
                     Some(crate::tls::ALPN_H2) => http::Protocol::Http2,
-                    Some(_) => http::Protocol::Http1,
-                    None => http::Protocol::Detect,
+                    _ => http::Protocol::Http1,
                 };
                 http::serve(tls, protocol, flow).await;
             }

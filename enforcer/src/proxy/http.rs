@@ -36,7 +36,8 @@ use crate::{
     },
 };
 
-/// Which HTTP the agent speaks on a connection: known from ALPN under TLS, else detected.
+/// Which HTTP the agent speaks on a connection: under TLS, ALPN tells (HTTP/1.1 when it is
+/// absent); on cleartext, detected from the first bytes.
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Protocol {
     Http1,
