@@ -4,6 +4,7 @@
 pub mod bench;
 pub mod canonical;
 pub mod chain;
+pub mod compact;
 pub mod durability;
 pub mod error;
 pub mod index;

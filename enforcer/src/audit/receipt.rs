@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 pub use super::canonical::CanonicalJson;
+use super::compact;
 
 pub use crate::text::Text;
 
@@ -97,22 +98,22 @@ impl Receipt {
         let mut out = Vec::with_capacity(2048);
         out.push(b'{');
         key(&mut out, "actor", true);
-        serde_json::to_writer(&mut out, &self.actor)?;
+        compact::to_vec(&mut out, &self.actor)?;
         key(&mut out, "connector", false);
-        serde_json::to_writer(&mut out, &self.connector)?;
+        compact::to_vec(&mut out, &self.connector)?;
         key(&mut out, "credential", false);
-        serde_json::to_writer(&mut out, &self.credential)?;
+        compact::to_vec(&mut out, &self.credential)?;
         key(&mut out, "event", false);
-        serde_json::to_writer(&mut out, &self.event)?;
+        compact::to_vec(&mut out, &self.event)?;
         key(&mut out, "id", false);
         let id = (out.len(), out.len() + 2);
         out.extend_from_slice(b"\"\"");
         key(&mut out, "kind", false);
-        serde_json::to_writer(&mut out, &self.kind)?;
+        compact::to_vec(&mut out, &self.kind)?;
         key(&mut out, "outcome", false);
-        serde_json::to_writer(&mut out, &self.outcome)?;
+        compact::to_vec(&mut out, &self.outcome)?;
         key(&mut out, "policy", false);
-        serde_json::to_writer(&mut out, &self.policy)?;
+        compact::to_vec(&mut out, &self.policy)?;
         key(&mut out, "recording", false);
         raw(&mut out, self.recording.as_ref());
         key(&mut out, "request", false);
@@ -124,11 +125,11 @@ impl Receipt {
         let seq = (out.len(), out.len() + 1);
         out.push(b'0');
         key(&mut out, "session", false);
-        serde_json::to_writer(&mut out, &self.session)?;
+        compact::to_vec(&mut out, &self.session)?;
         key(&mut out, "time", false);
-        serde_json::to_writer(&mut out, &self.time)?;
+        compact::to_vec(&mut out, &self.time)?;
         key(&mut out, "time_ns", false);
-        serde_json::to_writer(&mut out, &self.time_ns)?;
+        compact::to_vec(&mut out, &self.time_ns)?;
         out.push(b'}');
         Ok((out, id, seq))
     }
@@ -160,21 +161,21 @@ impl RequestInfo {
     /// Canonical JSON, its stored arguments copied as they are (they are canonical already).
     fn write_canonical(&self, out: &mut Vec<u8>) -> Result<(), serde_json::Error> {
         out.extend_from_slice(b"{\"arguments_digest\":");
-        serde_json::to_writer(&mut *out, &self.arguments_digest)?;
+        compact::to_vec(out, &self.arguments_digest)?;
         out.extend_from_slice(b",\"arguments_redacted\":");
         raw(out, self.arguments_redacted.as_ref());
         out.extend_from_slice(b",\"era\":");
-        serde_json::to_writer(&mut *out, &self.era)?;
+        compact::to_vec(out, &self.era)?;
         out.extend_from_slice(b",\"http_method\":");
-        serde_json::to_writer(&mut *out, &self.http_method)?;
+        compact::to_vec(out, &self.http_method)?;
         out.extend_from_slice(b",\"jsonrpc_id\":");
-        serde_json::to_writer(&mut *out, &canonical::Sorted(&self.jsonrpc_id))?;
+        compact::to_vec(out, &canonical::Sorted(&self.jsonrpc_id))?;
         out.extend_from_slice(b",\"method\":");
-        serde_json::to_writer(&mut *out, &self.method)?;
+        compact::to_vec(out, &self.method)?;
         out.extend_from_slice(b",\"protocol_version\":");
-        serde_json::to_writer(&mut *out, &self.protocol_version)?;
+        compact::to_vec(out, &self.protocol_version)?;
         out.extend_from_slice(b",\"target\":");
-        serde_json::to_writer(&mut *out, &self.target)?;
+        compact::to_vec(out, &self.target)?;
         out.push(b'}');
         Ok(())
     }

@@ -1056,6 +1056,13 @@ pub(crate) mod tests {
         odd.seq = 99;
         odd.id = "R000000000099".into();
         rs.push(odd);
+        // Words that need escapes, in the strings the compact writer copies whole otherwise.
+        let mut escaped = full_receipt(4);
+        escaped.actor.surface.user_agent = Some("curl/8 \"quoted\"\\ \u{1}\t\u{7f} é".into());
+        escaped.actor.user = "line\nbreak".into();
+        escaped.outcome.error = Some("HTTP 502: \"bad gateway\"".into());
+        escaped.outcome.masking.insert("cust\"om".into(), 3);
+        rs.push(escaped);
         // A request with every optional member absent.
         let mut sparse = full_receipt(3);
         sparse.request = Some(RequestInfo::default());
