@@ -18,7 +18,7 @@ pub fn to_vec<T: Serialize + ?Sized>(out: &mut Vec<u8>, value: &T) -> Result<(),
 }
 
 /// A JSON string literal for `s`, escaped exactly as `serde_json` escapes it.
-pub fn write_str(out: &mut Vec<u8>, s: &str) {
+fn write_str(out: &mut Vec<u8>, s: &str) {
     if needs_escape(s.as_bytes()) {
         // Never fails: writing to a Vec.
         let _ = serde_json::to_writer(&mut *out, s);

@@ -15,7 +15,7 @@ use http_body_util::BodyExt as _;
 use hyper::body::Incoming;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo},
-    server::{conn::auto, graceful::GracefulConnection},
+    server::conn::auto,
 };
 use serde_json::{json, Value};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -84,7 +84,7 @@ where
             // The session was ended: in-flight calls answer with an error (their handlers see
             // the same cancellation), then the connection closes. A client that does not read
             // its answer does not hold the flow open past the grace period.
-            GracefulConnection::graceful_shutdown(conn.as_mut());
+            conn.as_mut().graceful_shutdown();
             match tokio::time::timeout(SESSION_END_GRACE, conn).await {
                 Ok(_) => info!(session = %session.id, "session closed: client flow ended"),
                 Err(_) => {
