@@ -1,6 +1,7 @@
 //! The metric families, their registration, and the recording calls the proxy makes on
-//! its hot path. A recording call is a few shared-lock hash lookups (connector, tool,
-//! label set) and atomic adds; it allocates only the first time a series appears.
+//! its hot path. A recording call is two shared-lock hash lookups (connector, tool) and
+//! atomic adds (the `calls` counters are cached on the tool's series); it allocates only the
+//! first time a series appears.
 
 use std::{
     sync::{
@@ -104,6 +105,10 @@ pub(super) struct ToolSeries {
     /// Bit mask of the method labels seen (see `labels::methods_in`), so a snapshot knows
     /// which `calls` series exist without scanning the family.
     pub(super) methods: AtomicU64,
+    /// The `calls` counters of the first method this series saw, one per outcome: a series
+    /// nearly always sees one method (a tool's is `tools/call`; a method's own series sees
+    /// only that method), and a call then skips the family's hashed lookup of four labels.
+    calls: std::sync::OnceLock<(usize, [std::sync::OnceLock<Counter>; Outcome::ALL.len()])>,
 }
 
 impl Metrics {
@@ -236,14 +241,22 @@ impl Metrics {
         let series = self.tool_series(call.connector, call.tool, method);
         let outcome = call.outcome;
         series.methods.fetch_or(1 << method_bit, Relaxed);
-        self.calls
-            .get_or_create(&CallLabels {
+        let family_counter = || {
+            self.calls.get_or_create_owned(&CallLabels {
                 connector: series.labels.connector.clone(),
                 tool: series.labels.tool.clone(),
                 method,
                 outcome: outcome.as_str(),
             })
-            .inc();
+        };
+        let (cached_bit, cached) = series
+            .calls
+            .get_or_init(|| (method_bit, Default::default()));
+        if *cached_bit == method_bit {
+            cached[outcome as usize].get_or_init(family_counter).inc();
+        } else {
+            family_counter().inc();
+        }
         if outcome.reached_upstream() {
             series.latency.observe(call.latency.as_secs_f64());
         }
@@ -359,6 +372,7 @@ impl Metrics {
             tool_errors: error("tool"),
             transport_errors: error("transport"),
             methods: AtomicU64::new(0),
+            calls: std::sync::OnceLock::new(),
             labels,
         }
     }
@@ -575,6 +589,37 @@ mod tests {
             ("outcome", "allowed"),
         ];
         assert_eq!(value(&s, "enforcer_tool_calls_total", &jira), Some(1.0));
+    }
+
+    #[test]
+    fn a_series_seeing_two_methods_counts_each() {
+        // The first method's counters are cached on the series; a second one (a prompt named
+        // like a tool) goes through the family, and both render exact counts.
+        let m = Metrics::new("t", &MetricsConfig::default());
+        for _ in 0..3 {
+            m.record_call(&call("triage", Outcome::Allowed, 1));
+        }
+        for _ in 0..2 {
+            m.record_call(&CallObservation {
+                method: "prompts/get",
+                ..call("triage", Outcome::Allowed, 1)
+            });
+        }
+        m.record_call(&call("triage", Outcome::ToolError, 1));
+        let s = parse(&m.render());
+        let calls = |method, outcome| {
+            let l = [
+                ("connector", "github"),
+                ("tool", "triage"),
+                ("method", method),
+                ("outcome", outcome),
+            ];
+            value(&s, "enforcer_tool_calls_total", &l)
+        };
+        assert_eq!(calls("tools/call", "allowed"), Some(3.0));
+        assert_eq!(calls("tools/call", "tool_error"), Some(1.0));
+        assert_eq!(calls("prompts/get", "allowed"), Some(2.0));
+        assert_eq!(calls("prompts/get", "tool_error"), None);
     }
 
     #[test]
